@@ -1,0 +1,419 @@
+/* The broker instance: workers, lifecycle, and the host's publish call. */
+#include <errno.h>
+#include <string.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "core/topic.h"
+
+uint32_t mqbi_random(mqbi_worker *w)
+{
+	/* xorshift32: shared-subscription picks and assigned ids need spread, not secrecy */
+	uint32_t x = w->rand_state;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	w->rand_state = x;
+	return x;
+}
+
+mqbi_worker *mqbi_home_worker(mqb_broker *b, const char *client_id, size_t len)
+{
+	if (b->nworkers == 1)
+		return &b->workers[0];
+	return &b->workers[mqbi_strmap_hash(client_id, len) % b->nworkers];
+}
+
+static void load_limits(mqb_broker *b)
+{
+	const mqb_config *c = b->cfg;
+	mqbi_limits *l = &b->lim;
+	l->max_packet_size = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_PACKET_SIZE);
+	l->max_clientid_len = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_CLIENTID_LEN);
+	l->max_topic_levels = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_TOPIC_LEVELS);
+	l->max_qos = (uint8_t)mqbi_cfg_int(c, MQBI_K_MAX_QOS);
+	l->max_topic_alias = (uint16_t)mqbi_cfg_int(c, MQBI_K_MAX_TOPIC_ALIAS);
+	l->retain_available = mqbi_cfg_int(c, MQBI_K_RETAIN_AVAILABLE) != 0;
+	l->wildcard_sub = mqbi_cfg_int(c, MQBI_K_WILDCARD_SUB) != 0;
+	l->shared_sub = mqbi_cfg_int(c, MQBI_K_SHARED_SUB) != 0;
+	l->sub_id_available = mqbi_cfg_int(c, MQBI_K_SUB_ID_AVAILABLE) != 0;
+	l->share_strategy = (uint8_t)mqbi_cfg_int(c, MQBI_K_SHARED_STRATEGY);
+	l->receive_max = (uint16_t)mqbi_cfg_int(c, MQBI_K_RECEIVE_MAX);
+	l->max_inflight = (uint16_t)mqbi_cfg_int(c, MQBI_K_MAX_INFLIGHT);
+	l->max_awaiting_rel = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_AWAITING_REL);
+	l->await_rel_timeout = (uint64_t)mqbi_cfg_int(c, MQBI_K_AWAIT_REL_TIMEOUT);
+	l->max_mqueue_len = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_MQUEUE_LEN);
+	l->max_mqueue_bytes = (uint64_t)mqbi_cfg_int(c, MQBI_K_MAX_MQUEUE_BYTES);
+	l->mqueue_store_qos0 = mqbi_cfg_int(c, MQBI_K_MQUEUE_STORE_QOS0) != 0;
+	l->session_expiry_v3 = (uint32_t)(mqbi_cfg_int(c, MQBI_K_SESSION_EXPIRY) / 1000);
+	l->max_session_expiry = (uint32_t)(mqbi_cfg_int(c, MQBI_K_MAX_SESSION_EXPIRY) / 1000);
+	l->max_keepalive = (uint16_t)mqbi_cfg_int(c, MQBI_K_MAX_KEEPALIVE);
+	l->server_keepalive = (uint16_t)mqbi_cfg_int(c, MQBI_K_SERVER_KEEPALIVE);
+	l->keepalive_backoff = (uint32_t)mqbi_cfg_int(c, MQBI_K_KEEPALIVE_BACKOFF);
+	l->idle_timeout = (uint64_t)mqbi_cfg_int(c, MQBI_K_IDLE_TIMEOUT);
+	l->max_subscriptions = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_SUBSCRIPTIONS);
+	l->sys_interval = (uint64_t)mqbi_cfg_int(c, MQBI_K_SYS_INTERVAL);
+	l->allow_anonymous = (uint8_t)mqbi_cfg_int(c, MQBI_K_ALLOW_ANONYMOUS);
+	if (l->max_qos > 2)
+		l->max_qos = 2;
+	if (l->receive_max == 0)
+		l->receive_max = 1;
+	if (l->max_inflight == 0)
+		l->max_inflight = 1;
+}
+
+static void before_sleep(mqbi_loop *l, void *user)
+{
+	mqbi_worker *w = user;
+	mqbi_worker_flush_outbox(w);
+	mqbi_worker_flush(w);
+}
+
+static mqb_err worker_init(mqb_broker *b, mqbi_worker *w, unsigned index)
+{
+	w->broker = b;
+	w->index = index;
+	w->rand_state = 0x9E3779B9u ^ (uint32_t)(index * 2654435761u) ^ (uint32_t)mqbi_clock_ms();
+	if (!w->rand_state)
+		w->rand_state = 1;
+	mqbi_strmap_init(&w->sessions, &b->alloc);
+	mqb_err err = mqbi_loop_create(&b->alloc, &w->loop);
+	if (err)
+		return err;
+	mqbi_loop_set_data(w->loop, w);
+	mqbi_loop_set_before_sleep(w->loop, before_sleep, w);
+	w->outbox = mqbi_calloc(&b->alloc, sizeof(*w->outbox) * b->nworkers);
+	w->rbuf_cap = 64 * 1024;
+	w->rbuf = mqbi_malloc(&b->alloc, w->rbuf_cap);
+	w->listen_fds = mqbi_malloc(&b->alloc, sizeof(int) * (b->nlisteners ? b->nlisteners : 1));
+	if (!w->outbox || !w->rbuf || !w->listen_fds)
+		return MQB_ERR_NOMEM;
+	for (unsigned i = 0; i < b->nlisteners; i++)
+		w->listen_fds[i] = -1;
+	return MQB_OK;
+}
+
+static void worker_fini(mqb_broker *b, mqbi_worker *w)
+{
+	while (w->clients)
+		mqbi_client_free(w->clients);
+	/* End every session still homed here (sessions with expiry outlive their
+	 * clients until the broker goes). */
+	size_t pos = 0;
+	const char *key;
+	size_t klen;
+	void *val;
+	while (mqbi_strmap_next(&w->sessions, &pos, &key, &klen, &val))
+		mqbi_session_end(val, "broker destroyed");
+	mqbi_strmap_fini(&w->sessions);
+	if (w->outbox) {
+		for (unsigned i = 0; i < b->nworkers; i++)
+			if (w->outbox[i])
+				w->outbox[i]->item.drop(&w->outbox[i]->item);
+		mqbi_free(&b->alloc, w->outbox);
+	}
+	if (w->listen_fds) {
+		mqbi_worker_close_listeners(w);
+		mqbi_free(&b->alloc, w->listen_fds);
+	}
+	if (w->loop)
+		mqbi_loop_destroy(w->loop);
+	mqbi_free(&b->alloc, w->rbuf);
+	for (uint32_t i = 0; i < w->ntargets; i++)
+		mqbi_free(&b->alloc, w->targets[i].sub_ids);
+	mqbi_free(&b->alloc, w->targets);
+}
+
+static unsigned default_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : (n > 64 ? 64 : (unsigned)n);
+}
+
+MQB_API mqb_err mqb_broker_create(mqb_broker **out, const mqb_config *cfg)
+{
+	if (!out || !cfg)
+		return MQB_ERR_INVAL;
+	*out = NULL;
+	const mqb_allocator *a = mqbi_cfg_allocator(cfg);
+	mqb_broker *b = mqbi_calloc(a, sizeof(*b));
+	if (!b)
+		return MQB_ERR_NOMEM;
+	b->alloc = *a;
+	mqb_err err = mqbi_config_clone(cfg, &b->cfg);
+	if (err) {
+		mqbi_free(a, b);
+		return err;
+	}
+	mqbi_cfg_log(b->cfg, &b->log_fn, &b->log_user, &b->log_level);
+	load_limits(b);
+	snprintf(b->node, sizeof b->node, "%s", mqbi_cfg_str(b->cfg, MQBI_K_NODE_NAME));
+	atomic_init(&b->state, MQBI_BS_CREATED);
+	atomic_init(&b->next_uid, 1);
+	pthread_mutex_init(&b->state_lock, NULL);
+	pthread_cond_init(&b->state_cond, NULL);
+
+	int64_t threads = mqbi_cfg_int(b->cfg, MQBI_K_LOOP_THREADS);
+	b->nworkers = threads > 0 ? (unsigned)threads : default_threads();
+	b->nlisteners = (unsigned)mqbi_cfg_listener_count(b->cfg);
+	b->listeners = mqbi_calloc(a, sizeof(mqbi_listener) * (b->nlisteners ? b->nlisteners : 1));
+	b->workers = mqbi_calloc(a, sizeof(mqbi_worker) * b->nworkers);
+	if (!b->listeners || !b->workers) {
+		err = MQB_ERR_NOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < b->nlisteners; i++)
+		b->listeners[i].cfg = *mqbi_cfg_listener(b->cfg, i);
+	if ((err = mqbi_trie_create(a, &b->trie)) || (err = mqbi_retain_create(a, &b->retain)))
+		goto fail;
+	for (unsigned i = 0; i < b->nworkers; i++)
+		if ((err = worker_init(b, &b->workers[i], i)))
+			goto fail;
+	*out = b;
+	return MQB_OK;
+fail:
+	mqb_broker_destroy(b);
+	return err;
+}
+
+MQB_API mqb_err mqb_broker_set_enhanced_auth(mqb_broker *b, mqb_enhanced_auth_fn fn, void *user)
+{
+	if (!b)
+		return MQB_ERR_INVAL;
+	if (atomic_load(&b->state) != MQBI_BS_CREATED)
+		return MQB_ERR_STATE;
+	b->auth_fn = fn;
+	b->auth_user = user;
+	return MQB_OK;
+}
+
+static void *worker_main(void *arg)
+{
+	mqbi_worker *w = arg;
+	mqbi_loop_run(w->loop);
+	return NULL;
+}
+
+/* ---- Shutdown: phase 1 publishes every connected client's will (so that
+ * subscribers still connected anywhere get them); once every worker is done,
+ * phase 2 disconnects everyone and stops the loops. */
+
+static void shutdown_phase2(mqbi_loop *l, mqbi_inbox_item *it)
+{
+	mqbi_worker *w = mqbi_loop_data(l);
+	while (w->clients)
+		mqbi_client_disconnect(w->clients, MQBI_RC_SERVER_SHUTTING_DOWN,
+		                       "server shutting down");
+	mqbi_worker_flush_outbox(w);
+	mqbi_loop_stop(l);
+}
+
+static void shutdown_phase1(mqbi_loop *l, mqbi_inbox_item *it)
+{
+	mqbi_worker *w = mqbi_loop_data(l);
+	mqb_broker *b = w->broker;
+	mqbi_worker_close_listeners(w);
+	for (mqbi_client *c = w->clients; c; c = c->next) {
+		if (c->will) {
+			mqbi_route_message(w, c->will);
+			mqbi_msg_unref(&b->alloc, c->will);
+			c->will = NULL;
+		}
+	}
+	mqbi_worker_flush_outbox(w);
+	if (atomic_fetch_sub(&b->stop_pending, 1) == 1)
+		for (unsigned i = 0; i < b->nworkers; i++)
+			mqbi_loop_post(b->workers[i].loop, &b->workers[i].stop2);
+}
+
+MQB_API mqb_err mqb_broker_start(mqb_broker *b)
+{
+	if (!b)
+		return MQB_ERR_INVAL;
+	int expected = MQBI_BS_CREATED;
+	if (!atomic_compare_exchange_strong(&b->state, &expected, MQBI_BS_RUNNING))
+		return MQB_ERR_STATE;
+	b->started_at = mqbi_clock_ms();
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	b->started_wall = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	mqb_err err = mqbi_listeners_open(b);
+	if (err) {
+		atomic_store(&b->state, MQBI_BS_STOPPED);
+		return err;
+	}
+	for (unsigned i = 0; i < b->nworkers; i++) {
+		mqbi_worker *w = &b->workers[i];
+		w->stop1.run = shutdown_phase1;
+		w->stop2.run = shutdown_phase2;
+		mqbi_sys_start(w);
+	}
+	atomic_store(&b->running_workers, b->nworkers);
+	for (unsigned i = 0; i < b->nworkers; i++) {
+		mqbi_worker *w = &b->workers[i];
+		if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+			mqbi_log(b, MQB_LOG_ERROR, "broker", NULL, "cannot start worker thread: %s",
+			         strerror(errno));
+			for (unsigned j = 0; j < i; j++)
+				mqbi_loop_stop(b->workers[j].loop);
+			for (unsigned j = 0; j < i; j++) {
+				pthread_join(b->workers[j].thread, NULL);
+				b->workers[j].thread_started = false;
+			}
+			atomic_store(&b->state, MQBI_BS_STOPPED);
+			return MQB_ERR_IO;
+		}
+		w->thread_started = true;
+	}
+	mqbi_log(b, MQB_LOG_NOTICE, "broker", NULL,
+	         "libmqttbroker %s started: node %s, %u worker(s)", MQB_VERSION_STRING, b->node,
+	         b->nworkers);
+	return MQB_OK;
+}
+
+MQB_API void mqb_broker_stop(mqb_broker *b)
+{
+	if (!b)
+		return;
+	int expected = MQBI_BS_RUNNING;
+	if (!atomic_compare_exchange_strong(&b->state, &expected, MQBI_BS_STOPPING))
+		return;
+	atomic_store(&b->stop_pending, b->nworkers);
+	for (unsigned i = 0; i < b->nworkers; i++)
+		mqbi_loop_post(b->workers[i].loop, &b->workers[i].stop1);
+}
+
+MQB_API mqb_err mqb_broker_wait(mqb_broker *b)
+{
+	if (!b)
+		return MQB_ERR_INVAL;
+	int st = atomic_load(&b->state);
+	if (st == MQBI_BS_CREATED)
+		return MQB_ERR_STATE;
+	for (unsigned i = 0; i < b->nworkers; i++) {
+		mqbi_worker *w = &b->workers[i];
+		if (w->thread_started) {
+			pthread_join(w->thread, NULL);
+			w->thread_started = false;
+		}
+	}
+	atomic_store(&b->state, MQBI_BS_STOPPED);
+	return MQB_OK;
+}
+
+MQB_API mqb_err mqb_broker_run(mqb_broker *b)
+{
+	mqb_err err = mqb_broker_start(b);
+	if (err)
+		return err;
+	return mqb_broker_wait(b);
+}
+
+typedef struct retain_drop_ctx {
+	const mqb_allocator *a;
+} retain_drop_ctx;
+
+static void drop_retained(void *user, const char *topic, size_t tlen, void *value)
+{
+	retain_drop_ctx *ctx = user;
+	mqbi_msg_unref(ctx->a, value);
+}
+
+MQB_API void mqb_broker_destroy(mqb_broker *b)
+{
+	if (!b)
+		return;
+	int st = atomic_load(&b->state);
+	if (st == MQBI_BS_RUNNING || st == MQBI_BS_STOPPING) {
+		mqb_broker_stop(b);
+		mqb_broker_wait(b);
+	}
+	const mqb_allocator a = b->alloc;
+	if (b->workers) {
+		for (unsigned i = 0; i < b->nworkers; i++)
+			worker_fini(b, &b->workers[i]);
+		mqbi_free(&a, b->workers);
+	}
+	if (b->retain) {
+		retain_drop_ctx ctx = {&a};
+		mqbi_retain_foreach(b->retain, drop_retained, &ctx);
+		mqbi_retain_destroy(b->retain, NULL);
+	}
+	mqbi_trie_destroy(b->trie);
+	mqbi_free(&a, b->listeners);
+	mqb_config_destroy(b->cfg);
+	pthread_mutex_destroy(&b->state_lock);
+	pthread_cond_destroy(&b->state_cond);
+	mqbi_free(&a, b);
+}
+
+MQB_API mqb_err mqb_broker_listener_port(mqb_broker *b, const char *name, int *port)
+{
+	if (!b || !name || !port)
+		return MQB_ERR_INVAL;
+	for (unsigned i = 0; i < b->nlisteners; i++) {
+		if (strcmp(b->listeners[i].cfg.name, name) == 0) {
+			if (atomic_load(&b->state) == MQBI_BS_CREATED)
+				return MQB_ERR_STATE;
+			*port = b->listeners[i].port;
+			return MQB_OK;
+		}
+	}
+	return MQB_ERR_NOTFOUND;
+}
+
+/* ---- Publishing from the host ------------------------------------------- */
+
+typedef struct host_publish {
+	mqbi_inbox_item item;
+	mqb_broker *broker;
+	mqbi_msg *msg;
+} host_publish;
+
+static void host_publish_run(mqbi_loop *l, mqbi_inbox_item *it)
+{
+	host_publish *hp = (host_publish *)it;
+	mqbi_worker *w = mqbi_loop_data(l);
+	if (hp->msg->retain)
+		mqbi_retain_store(hp->broker, hp->msg);
+	mqbi_route_message(w, hp->msg);
+	mqbi_msg_unref(&hp->broker->alloc, hp->msg);
+	mqbi_free(&hp->broker->alloc, hp);
+}
+
+static void host_publish_drop(mqbi_inbox_item *it)
+{
+	host_publish *hp = (host_publish *)it;
+	mqbi_msg_unref(&hp->broker->alloc, hp->msg);
+	mqbi_free(&hp->broker->alloc, hp);
+}
+
+MQB_API mqb_err mqb_broker_publish(mqb_broker *b, const char *topic, const void *payload,
+                                   size_t len, int qos, int retain)
+{
+	if (!b || !topic || (len && !payload) || qos < 0 || qos > 2)
+		return MQB_ERR_INVAL;
+	size_t tlen = strlen(topic);
+	if (!mqbi_topic_name_valid(topic, tlen) || !mqbi_utf8_valid((const uint8_t *)topic, tlen))
+		return MQB_ERR_INVAL;
+	if (atomic_load(&b->state) != MQBI_BS_RUNNING)
+		return MQB_ERR_STATE;
+	if (retain && !b->lim.retain_available)
+		return MQB_ERR_DENIED;
+	host_publish *hp = mqbi_malloc(&b->alloc, sizeof(*hp));
+	if (!hp)
+		return MQB_ERR_NOMEM;
+	hp->msg = mqbi_msg_create(&b->alloc, topic, tlen, NULL, 0, payload, len, (uint8_t)qos,
+	                          retain != 0, "", 0, false, 0, mqbi_clock_ms());
+	if (!hp->msg) {
+		mqbi_free(&b->alloc, hp);
+		return MQB_ERR_NOMEM;
+	}
+	hp->broker = b;
+	hp->item.run = host_publish_run;
+	hp->item.drop = host_publish_drop;
+	mqbi_loop_post(b->workers[0].loop, &hp->item);
+	return MQB_OK;
+}

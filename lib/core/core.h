@@ -1,0 +1,428 @@
+/*
+ * The broker's internal state, shared by lib/core and lib/net.
+ *
+ * Threading model (docs/ARCHITECTURE.md): N workers, each one event loop on
+ * its own thread. A session lives on its home worker, chosen by hashing the
+ * client id; a connection is accepted by any worker (SO_REUSEPORT) and moves
+ * to the session's home worker right after its CONNECT is read, before
+ * anything is answered. So every session and client is touched by one thread
+ * only. Shared between threads: the route trie and the retained store (each
+ * with its own rwlock), messages (immutable, atomically reference counted),
+ * and session reference counts.
+ */
+#ifndef MQBI_CORE_H
+#define MQBI_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mqttbroker.h"
+#include "core/config.h"
+#include "core/retain.h"
+#include "core/trie.h"
+#include "net/loop.h"
+#include "proto/codec.h"
+#include "util/alloc.h"
+#include "util/strmap.h"
+
+typedef struct mqbi_worker mqbi_worker;
+typedef struct mqbi_session mqbi_session;
+typedef struct mqbi_client mqbi_client;
+
+/* Relaxed counters: written by one thread, read by any. */
+typedef _Atomic uint64_t mqbi_counter;
+#define MQBI_COUNT(c, n)                                                                           \
+	atomic_store_explicit(&(c), atomic_load_explicit(&(c), memory_order_relaxed) + (n),        \
+	                      memory_order_relaxed)
+#define MQBI_READ(c) atomic_load_explicit(&(c), memory_order_relaxed)
+
+/* Route options byte: the MQTT subscription options plus our marker that the
+ * owning session has more than one subscription (so matches must be merged). */
+#define MQBI_SUBOPT_QOS(o) ((o)&3u)
+#define MQBI_SUBOPT_NL     0x04u
+#define MQBI_SUBOPT_RAP    0x08u
+#define MQBI_SUBOPT_RH(o)  (((o) >> 4) & 3u)
+#define MQBI_ROUTE_MULTI   0x40u
+
+/* ---- Messages --------------------------------------------------------- */
+
+/* An application message, stored once and shared by every delivery. */
+typedef struct mqbi_msg {
+	_Atomic uint32_t refs;
+	uint8_t qos;
+	bool retain;
+	bool has_expiry;
+	uint16_t topic_len;
+	uint16_t publisher_len;
+	uint32_t props_len; /* v5 properties minus topic alias, sub ids and expiry */
+	uint32_t payload_len;
+	uint64_t expire_at; /* monotonic ms, valid when has_expiry */
+	const char *topic;  /* NUL-terminated; all fields point into data[] */
+	const uint8_t *props;
+	const uint8_t *payload;
+	const char *publisher; /* client id of the publisher ("" for the host) */
+	uint8_t data[];
+} mqbi_msg;
+
+/* Creates a message with refs = 1; props are copied through the filter that
+ * drops properties which are per-hop (alias, sub ids, expiry, will delay). */
+mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topic_len,
+                          const uint8_t *props, size_t props_len, const void *payload,
+                          size_t payload_len, uint8_t qos, bool retain, const char *publisher,
+                          size_t publisher_len, bool has_expiry, uint32_t expiry_s, uint64_t now);
+static inline mqbi_msg *mqbi_msg_ref(mqbi_msg *m)
+{
+	atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+	return m;
+}
+void mqbi_msg_unref(const mqb_allocator *a, mqbi_msg *m);
+static inline bool mqbi_msg_expired(const mqbi_msg *m, uint64_t now)
+{
+	return m->has_expiry && now >= m->expire_at;
+}
+
+/* ---- Sessions ---------------------------------------------------------- */
+
+/* One delivery of a message to a session: queued or in flight. */
+typedef struct mqbi_delivery {
+	mqbi_msg *msg;
+	uint32_t *sub_ids; /* NULL unless n_sub_ids > 1 */
+	uint32_t sub_id;   /* the one identifier when n_sub_ids == 1 */
+	uint16_t n_sub_ids;
+	uint16_t packet_id;
+	uint8_t qos;
+	uint8_t state; /* MQBI_DS_* */
+	bool retain;
+	bool dup;
+} mqbi_delivery;
+
+enum { MQBI_DS_QUEUED = 0, MQBI_DS_WAIT_PUBACK, MQBI_DS_WAIT_PUBREC, MQBI_DS_WAIT_PUBCOMP };
+
+/* A ring of deliveries. */
+typedef struct mqbi_dqueue {
+	mqbi_delivery *items;
+	uint32_t head, count, cap;
+	uint64_t bytes; /* payload bytes queued */
+} mqbi_dqueue;
+
+/* One of the session's subscriptions (also its route in the trie). */
+typedef struct mqbi_sub {
+	char *text; /* the filter as subscribed, "$share/g/a/#" included */
+	uint16_t text_len;
+	uint16_t group_off, group_len; /* group name within text (len 0 = not shared) */
+	uint16_t filter_off, filter_len;
+	uint8_t options;
+	uint32_t sub_id;
+} mqbi_sub;
+
+struct mqbi_session {
+	_Atomic uint32_t refs;
+	_Atomic bool online;
+	bool ended; /* removed from the table and the trie; only refs keep it */
+	mqbi_worker *home;
+	char *client_id;
+	size_t id_len;
+	uint64_t uid;
+	mqbi_client *client;     /* the connected client, or NULL */
+	uint8_t level;           /* protocol level of the last connection */
+	uint32_t expiry;         /* seconds; UINT32_MAX = never */
+	mqbi_timer expiry_timer; /* armed while offline with a finite expiry */
+	mqbi_strmap subs;        /* text -> mqbi_sub */
+	mqbi_dqueue queue;       /* waiting for an inflight slot or for the client */
+	mqbi_delivery *inflight; /* in send order */
+	uint32_t inflight_count, inflight_cap;
+	uint16_t next_packet_id;
+	/* QoS 2 packet ids received and routed, awaiting PUBREL (exactly once). */
+	uint16_t *awaiting_rel;
+	uint64_t *awaiting_rel_at;
+	uint32_t awaiting_rel_count, awaiting_rel_cap;
+	/* A will waiting for its Will Delay Interval after the connection closed. */
+	mqbi_msg *pending_will;
+	mqbi_timer will_timer;
+};
+
+/* Gives up the session reference the caller holds; frees the session when it
+ * was the last one (on its home worker). */
+void mqbi_session_unref(mqbi_session *s);
+
+/* ---- Clients (connections) ---------------------------------------------- */
+
+enum {
+	MQBI_CS_CONNECTING = 0, /* waiting for CONNECT */
+	MQBI_CS_AUTHENTICATING, /* enhanced authentication in progress */
+	MQBI_CS_CONNECTED,
+	MQBI_CS_CLOSING /* no more input is processed */
+};
+
+typedef struct mqbi_listener mqbi_listener;
+
+struct mqbi_client {
+	mqbi_worker *w;
+	mqbi_listener *listener;
+	mqbi_client *prev, *next; /* the worker's client list */
+	mqbi_client *dirty_next;  /* the worker's flush list */
+	bool dirty;
+	bool local_loopback; /* arrived through a loopback interface */
+	uint8_t state;
+	uint8_t level;
+	int fd;
+	char peer[56];
+	uint64_t connected_at;
+	mqbi_session *session;
+	char *client_id; /* set from CONNECT (the session's id once attached) */
+	char *username;
+	bool assigned_id;
+	/* Input: a private buffer only while a packet is partly read. */
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	/* Output: a private buffer only while output is pending. */
+	uint8_t *wbuf;
+	size_t wlen, wcap, woff;
+	/* Keepalive. */
+	uint16_t keepalive;
+	uint64_t last_rx;
+	mqbi_timer timer; /* idle (CONNECT) timeout, then keepalive */
+	/* Peer's MQTT 5 limits. */
+	uint32_t max_packet_out;  /* 0 = protocol maximum */
+	uint16_t receive_max_out; /* in-flight QoS>0 PUBLISH towards the client */
+	uint16_t topic_alias_max_out;
+	bool request_problem_info;
+	/* Topic aliases the client set (index = alias - 1). */
+	char **aliases_in;
+	uint16_t aliases_in_cap;
+	/* Topic aliases we assigned towards the client. */
+	mqbi_strmap aliases_out;
+	uint16_t aliases_out_next;
+	/* The will of this connection. */
+	mqbi_msg *will;
+	uint32_t will_delay;
+	/* Enhanced authentication. */
+	char *auth_method;
+	/* The CONNECT being processed while waiting for AUTH. */
+	uint8_t *pending_connect;
+	size_t pending_connect_len;
+	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
+};
+
+/* ---- Workers ---------------------------------------------------------- */
+
+/* Cross-worker deliveries, batched per target worker and posted at the end of
+ * the publisher worker's iteration. */
+typedef struct mqbi_xdelivery {
+	mqbi_session *session; /* holds a session reference */
+	mqbi_msg *msg;         /* holds a message reference */
+	uint32_t sub_id;
+	uint32_t *sub_ids; /* allocated when n_sub_ids > 1 */
+	uint16_t n_sub_ids;
+	uint8_t qos;
+	bool retain;
+} mqbi_xdelivery;
+
+typedef struct mqbi_xbatch {
+	mqbi_inbox_item item;
+	mqb_broker *broker;
+	uint32_t count, cap;
+	mqbi_xdelivery d[];
+} mqbi_xbatch;
+
+/* A match result while routing one message. */
+typedef struct mqbi_target {
+	mqbi_session *session;
+	uint32_t sub_id;
+	uint32_t *sub_ids; /* merged identifiers, allocated (n > 1) */
+	uint16_t n_sub_ids;
+	uint8_t qos;
+	bool retain;
+	bool multi;
+} mqbi_target;
+
+typedef struct mqbi_metrics {
+	mqbi_counter connections; /* currently connected */
+	mqbi_counter connects;    /* accepted CONNECTs */
+	mqbi_counter disconnects;
+	mqbi_counter bytes_received, bytes_sent;
+	mqbi_counter packets_received, packets_sent;
+	mqbi_counter messages_received, messages_sent;
+	mqbi_counter messages_dropped; /* queue full, expired, too large, no subscribers */
+	mqbi_counter messages_dropped_qos0;
+	mqbi_counter messages_expired;
+	mqbi_counter messages_too_large;
+	mqbi_counter malformed;
+	mqbi_counter sessions;
+} mqbi_metrics;
+
+struct mqbi_worker {
+	mqb_broker *broker;
+	mqbi_loop *loop;
+	unsigned index;
+	pthread_t thread;
+	bool thread_started;
+	mqbi_strmap sessions; /* client id -> session homed here */
+	mqbi_client *clients; /* list of live clients */
+	mqbi_client *dirty;   /* clients with output to flush */
+	mqbi_client *dead;    /* closed clients, freed before the loop sleeps */
+	mqbi_xbatch **outbox; /* [nworkers] pending cross-worker deliveries */
+	int *listen_fds;      /* [nlisteners], -1 when closed */
+	uint8_t *rbuf;        /* loop-wide read buffer */
+	size_t rbuf_cap;
+	mqbi_target *targets; /* scratch for routing */
+	uint32_t ntargets, targets_cap;
+	mqbi_timer sys_timer;
+	uint32_t rand_state;
+	/* Shutdown steps, preallocated so mqb_broker_stop() is async-signal-safe. */
+	mqbi_inbox_item stop1, stop2;
+	mqbi_metrics m;
+};
+
+struct mqbi_listener {
+	mqbi_listener_cfg cfg;
+	mqb_broker *broker;
+	mqbi_worker *w; /* the worker that accepts on it */
+	int fd;
+	int port;         /* bound port */
+	bool loopback;    /* bound to a loopback address */
+	mqbi_timer pause; /* accept paused after EMFILE */
+	_Atomic int64_t connections;
+};
+
+typedef struct mqbi_limits {
+	uint32_t max_packet_size;
+	uint32_t max_clientid_len;
+	uint32_t max_topic_levels;
+	uint8_t max_qos;
+	uint16_t max_topic_alias;
+	bool retain_available, wildcard_sub, shared_sub, sub_id_available;
+	uint8_t share_strategy;
+	uint16_t receive_max;
+	uint16_t max_inflight;
+	uint32_t max_awaiting_rel;
+	uint64_t await_rel_timeout;
+	uint32_t max_mqueue_len;
+	uint64_t max_mqueue_bytes;
+	bool mqueue_store_qos0;
+	uint32_t session_expiry_v3;  /* s */
+	uint32_t max_session_expiry; /* s, 0 = no cap */
+	uint16_t max_keepalive, server_keepalive;
+	uint32_t keepalive_backoff; /* per mille */
+	uint64_t idle_timeout;
+	uint32_t max_subscriptions;
+	uint64_t sys_interval;
+	uint8_t allow_anonymous;
+} mqbi_limits;
+
+enum { MQBI_BS_CREATED = 0, MQBI_BS_RUNNING, MQBI_BS_STOPPING, MQBI_BS_STOPPED };
+
+struct mqb_broker {
+	mqb_allocator alloc;
+	mqb_config *cfg;
+	mqbi_limits lim;
+	mqb_log_fn log_fn;
+	void *log_user;
+	mqb_log_level log_level;
+	char node[128];
+	mqbi_trie *trie;
+	mqbi_retain *retain;
+	unsigned nworkers;
+	mqbi_worker *workers;
+	unsigned nlisteners;
+	mqbi_listener *listeners;
+	_Atomic int state;
+	_Atomic unsigned stop_pending; /* workers yet to finish shutdown phase 1 */
+	_Atomic unsigned running_workers;
+	pthread_mutex_t state_lock;
+	pthread_cond_t state_cond;
+	uint64_t started_at;   /* monotonic ms */
+	uint64_t started_wall; /* unix ms */
+	_Atomic uint64_t next_uid;
+	mqb_enhanced_auth_fn auth_fn;
+	void *auth_user;
+	_Atomic size_t retained_count_hint;
+};
+
+/* ---- Functions shared across lib/core and lib/net ----------------------- */
+
+/* log.c */
+void mqbi_log(mqb_broker *b, mqb_log_level lvl, const char *module, const mqbi_client *c,
+              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static inline bool mqbi_log_enabled(const mqb_broker *b, mqb_log_level lvl)
+{
+	return b->log_fn && lvl <= b->log_level;
+}
+
+/* broker.c */
+mqbi_worker *mqbi_home_worker(mqb_broker *b, const char *client_id, size_t len);
+uint32_t mqbi_random(mqbi_worker *w);
+
+/* listener.c */
+mqb_err mqbi_listeners_open(mqb_broker *b);
+void mqbi_worker_close_listeners(mqbi_worker *w);
+
+/* conn.c: socket I/O of a client */
+void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd);
+void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c);     /* after a move between workers */
+uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n); /* NULL on OOM */
+void mqbi_client_out_commit(mqbi_client *c, size_t n);
+size_t mqbi_client_out_pending(const mqbi_client *c);
+void mqbi_client_mark_dirty(mqbi_client *c);
+void mqbi_worker_flush(mqbi_worker *w);
+/* Closes the connection now: will, session detach, $SYS event, free. */
+void mqbi_client_close(mqbi_client *c, uint8_t reason);
+/* Sends DISCONNECT (v5) with reason (and an optional reason string) then closes. */
+void mqbi_client_disconnect(mqbi_client *c, uint8_t reason, const char *why);
+void mqbi_client_free(mqbi_client *c);
+
+/* client.c: protocol state machine */
+/* Processes whole packets from buf; returns bytes consumed, or -1 when the
+ * client was closed (c is then freed). */
+long mqbi_client_process(mqbi_client *c, const uint8_t *buf, size_t len);
+void mqbi_client_timer_fn(mqbi_loop *l, mqbi_timer *t);
+mqb_err mqbi_client_send_packet(mqbi_client *c, const mqbi_packet *p);
+
+/* session.c */
+mqbi_session *mqbi_session_find(mqbi_worker *w, const char *id, size_t len);
+mqbi_session *mqbi_session_create(mqbi_worker *w, const char *id, size_t len);
+void mqbi_session_end(mqbi_session *s, const char *why); /* discard now */
+void mqbi_session_attach(mqbi_session *s, mqbi_client *c);
+void mqbi_session_detach(mqbi_session *s); /* the client went away */
+void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool retain,
+                          const uint32_t *sub_ids, uint16_t n_sub_ids);
+void mqbi_session_pump(mqbi_session *s);   /* move queued deliveries into flight */
+void mqbi_session_resend(mqbi_session *s); /* after reconnect: inflight again, DUP */
+mqbi_delivery *mqbi_session_inflight_find(mqbi_session *s, uint16_t packet_id);
+void mqbi_session_inflight_remove(mqbi_session *s, mqbi_delivery *d);
+bool mqbi_session_awaiting_rel(mqbi_session *s, uint16_t packet_id);
+mqb_err mqbi_session_awaiting_rel_add(mqbi_session *s, uint16_t packet_id, uint64_t now);
+bool mqbi_session_awaiting_rel_remove(mqbi_session *s, uint16_t packet_id);
+void mqbi_session_remove_all_subs(mqbi_session *s);
+void mqbi_delivery_release(const mqb_allocator *a, mqbi_delivery *d);
+void mqbi_session_schedule_will(mqbi_session *s, mqbi_msg *will, uint32_t delay_s);
+void mqbi_session_cancel_will(mqbi_session *s);
+
+/* publish.c */
+/* Routes a message to every matching subscription; returns the number of
+ * subscriptions it matched. Runs on worker w. */
+size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg);
+void mqbi_worker_flush_outbox(mqbi_worker *w);
+void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p);
+void mqbi_handle_ack(mqbi_client *c, mqbi_ptype type, const mqbi_ack *a);
+/* Writes one delivery as a PUBLISH to the client; false if it cannot be sent
+ * now (output over the high-water mark). */
+bool mqbi_send_publish(mqbi_client *c, mqbi_delivery *d);
+void mqbi_retain_store(mqb_broker *b, mqbi_msg *msg);
+
+/* subscribe.c */
+void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *s);
+void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *s);
+
+/* sys.c */
+void mqbi_sys_start(mqbi_worker *w);
+void mqbi_sys_client_event(mqbi_client *c, bool connected);
+void mqbi_sys_publish(mqbi_worker *w, const char *subtopic, const char *payload, bool retain);
+
+/* Output high-water mark: above it QoS 0 deliveries are dropped and QoS 1/2
+ * deliveries wait in the session queue. */
+#define MQBI_OUT_HIGH_WATER (1u << 20)
+
+#endif

@@ -1,0 +1,121 @@
+#include "core/core.h"
+
+/* Properties that belong to one hop and are recomputed (or dropped) when a
+ * message is forwarded: Topic Alias, Subscription Identifier, Message Expiry
+ * Interval (sent as the remaining time) and Will Delay Interval. */
+static bool per_hop(uint8_t id)
+{
+	return id == MQBI_PROP_TOPIC_ALIAS || id == MQBI_PROP_SUB_ID ||
+	       id == MQBI_PROP_MESSAGE_EXPIRY || id == MQBI_PROP_WILL_DELAY;
+}
+
+/* Length of one property's value starting at p (the block was validated by
+ * the decoder, so only the shape matters here); 0 if it runs past end. */
+static size_t prop_value_len(uint8_t id, const uint8_t *p, const uint8_t *end)
+{
+	size_t avail = (size_t)(end - p);
+	switch (id) {
+	case MQBI_PROP_PAYLOAD_FORMAT:
+	case MQBI_PROP_REQUEST_PROBLEM_INFO:
+	case MQBI_PROP_REQUEST_RESPONSE_INFO:
+	case MQBI_PROP_MAX_QOS:
+	case MQBI_PROP_RETAIN_AVAILABLE:
+	case MQBI_PROP_WILDCARD_SUB_AVAILABLE:
+	case MQBI_PROP_SUB_ID_AVAILABLE:
+	case MQBI_PROP_SHARED_SUB_AVAILABLE:
+		return avail >= 1 ? 1 : 0;
+	case MQBI_PROP_SERVER_KEEP_ALIVE:
+	case MQBI_PROP_RECEIVE_MAX:
+	case MQBI_PROP_TOPIC_ALIAS_MAX:
+	case MQBI_PROP_TOPIC_ALIAS:
+		return avail >= 2 ? 2 : 0;
+	case MQBI_PROP_MESSAGE_EXPIRY:
+	case MQBI_PROP_SESSION_EXPIRY:
+	case MQBI_PROP_WILL_DELAY:
+	case MQBI_PROP_MAX_PACKET_SIZE:
+		return avail >= 4 ? 4 : 0;
+	case MQBI_PROP_SUB_ID: {
+		uint32_t v;
+		int n = mqbi_varint_decode(p, avail, &v);
+		return n > 0 ? (size_t)n : 0;
+	}
+	case MQBI_PROP_USER_PROPERTY: {
+		if (avail < 2)
+			return 0;
+		size_t k = 2u + ((size_t)p[0] << 8 | p[1]);
+		if (avail < k + 2)
+			return 0;
+		size_t v = 2u + ((size_t)p[k] << 8 | p[k + 1]);
+		return avail >= k + v ? k + v : 0;
+	}
+	default: /* strings and binary data: two-byte length prefix */
+		if (avail < 2)
+			return 0;
+		size_t n = 2u + ((size_t)p[0] << 8 | p[1]);
+		return avail >= n ? n : 0;
+	}
+}
+
+/* Copies the properties that travel with the message; returns bytes written. */
+static size_t copy_forwarded_props(uint8_t *dst, const uint8_t *src, size_t len)
+{
+	const uint8_t *p = src, *end = src + len;
+	size_t out = 0;
+	while (p < end) {
+		uint8_t id = *p; /* every property id in MQTT 5.0 fits one varint byte */
+		size_t vlen = prop_value_len(id, p + 1, end);
+		if (vlen == 0)
+			break;
+		if (!per_hop(id)) {
+			memcpy(dst + out, p, 1 + vlen);
+			out += 1 + vlen;
+		}
+		p += 1 + vlen;
+	}
+	return out;
+}
+
+mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topic_len,
+                          const uint8_t *props, size_t props_len, const void *payload,
+                          size_t payload_len, uint8_t qos, bool retain, const char *publisher,
+                          size_t publisher_len, bool has_expiry, uint32_t expiry_s, uint64_t now)
+{
+	if (topic_len > UINT16_MAX || publisher_len > UINT16_MAX || payload_len > UINT32_MAX)
+		return NULL;
+	size_t size =
+	        sizeof(mqbi_msg) + topic_len + 1 + props_len + payload_len + publisher_len + 1;
+	mqbi_msg *m = mqbi_malloc(a, size);
+	if (!m)
+		return NULL;
+	atomic_init(&m->refs, 1);
+	m->qos = qos;
+	m->retain = retain;
+	m->has_expiry = has_expiry;
+	m->expire_at = has_expiry ? now + (uint64_t)expiry_s * 1000u : 0;
+	uint8_t *p = m->data;
+	memcpy(p, topic, topic_len);
+	p[topic_len] = '\0';
+	m->topic = (const char *)p;
+	m->topic_len = (uint16_t)topic_len;
+	p += topic_len + 1;
+	m->props = p;
+	m->props_len = props_len ? (uint32_t)copy_forwarded_props(p, props, props_len) : 0;
+	p += m->props_len;
+	if (payload_len)
+		memcpy(p, payload, payload_len);
+	m->payload = p;
+	m->payload_len = (uint32_t)payload_len;
+	p += payload_len;
+	if (publisher_len)
+		memcpy(p, publisher, publisher_len);
+	p[publisher_len] = '\0';
+	m->publisher = (const char *)p;
+	m->publisher_len = (uint16_t)publisher_len;
+	return m;
+}
+
+void mqbi_msg_unref(const mqb_allocator *a, mqbi_msg *m)
+{
+	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+		mqbi_free(a, m);
+}

@@ -1,0 +1,482 @@
+/* Sessions: subscriptions, the queue of waiting deliveries, the in-flight
+ * window, expiry and delayed wills. A session is only touched on its home
+ * worker; other workers hold references while deliveries are in transit. */
+#include <string.h>
+
+#include "core/core.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
+static const mqb_allocator *alloc_of(const mqbi_session *s)
+{
+	return &s->home->broker->alloc;
+}
+
+mqbi_session *mqbi_session_find(mqbi_worker *w, const char *id, size_t len)
+{
+	return mqbi_strmap_get(&w->sessions, id, len);
+}
+
+mqbi_session *mqbi_session_create(mqbi_worker *w, const char *id, size_t len)
+{
+	mqb_broker *b = w->broker;
+	mqbi_session *s = mqbi_calloc(&b->alloc, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->client_id = mqbi_strndup(&b->alloc, id, len);
+	if (!s->client_id || mqbi_strmap_put(&w->sessions, s->client_id, len, s) != MQB_OK) {
+		mqbi_free(&b->alloc, s->client_id);
+		mqbi_free(&b->alloc, s);
+		return NULL;
+	}
+	atomic_init(&s->refs, 1);
+	atomic_init(&s->online, false);
+	s->home = w;
+	s->id_len = len;
+	s->uid = atomic_fetch_add(&b->next_uid, 1);
+	s->next_packet_id = 1;
+	mqbi_strmap_init(&s->subs, &b->alloc);
+	MQBI_COUNT(w->m.sessions, 1);
+	return s;
+}
+
+void mqbi_delivery_release(const mqb_allocator *a, mqbi_delivery *d)
+{
+	mqbi_msg_unref(a, d->msg);
+	mqbi_free(a, d->sub_ids);
+	d->msg = NULL;
+	d->sub_ids = NULL;
+}
+
+/* ---- The queue (a ring) ------------------------------------------------- */
+
+static mqbi_delivery *dq_at(mqbi_dqueue *q, uint32_t i)
+{
+	return &q->items[(q->head + i) & (q->cap - 1)];
+}
+
+static bool dq_push(const mqb_allocator *a, mqbi_dqueue *q, const mqbi_delivery *d)
+{
+	if (q->count == q->cap) {
+		uint32_t cap = q->cap ? q->cap * 2 : 8;
+		mqbi_delivery *items = mqbi_malloc(a, sizeof(*items) * cap);
+		if (!items)
+			return false;
+		for (uint32_t i = 0; i < q->count; i++)
+			items[i] = *dq_at(q, i);
+		mqbi_free(a, q->items);
+		q->items = items;
+		q->cap = cap;
+		q->head = 0;
+	}
+	*dq_at(q, q->count++) = *d;
+	q->bytes += d->msg->payload_len;
+	return true;
+}
+
+static void dq_pop(mqbi_dqueue *q, mqbi_delivery *out)
+{
+	*out = *dq_at(q, 0);
+	q->head = (q->head + 1) & (q->cap - 1);
+	q->count--;
+	q->bytes -= out->msg->payload_len;
+}
+
+/* Removes item i, keeping the order of the rest. */
+static void dq_remove(mqbi_dqueue *q, uint32_t i, mqbi_delivery *out)
+{
+	*out = *dq_at(q, i);
+	for (; i + 1 < q->count; i++)
+		*dq_at(q, i) = *dq_at(q, i + 1);
+	q->count--;
+	q->bytes -= out->msg->payload_len;
+}
+
+static void dq_free(const mqb_allocator *a, mqbi_dqueue *q)
+{
+	for (uint32_t i = 0; i < q->count; i++)
+		mqbi_delivery_release(a, dq_at(q, i));
+	mqbi_free(a, q->items);
+	memset(q, 0, sizeof(*q));
+}
+
+/* ---- Lifetime ----------------------------------------------------------- */
+
+static void session_free(mqbi_session *s)
+{
+	const mqb_allocator *a = alloc_of(s);
+	mqbi_strmap_fini(&s->subs);
+	mqbi_free(a, s->client_id);
+	mqbi_free(a, s);
+}
+
+void mqbi_session_unref(mqbi_session *s)
+{
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+		session_free(s);
+}
+
+void mqbi_session_remove_all_subs(mqbi_session *s)
+{
+	const mqb_allocator *a = alloc_of(s);
+	mqbi_trie *trie = s->home->broker->trie;
+	size_t pos = 0;
+	const char *key;
+	size_t klen;
+	void *val;
+	while (mqbi_strmap_next(&s->subs, &pos, &key, &klen, &val)) {
+		mqbi_sub *sub = val;
+		mqbi_trie_remove(trie, sub->text + sub->filter_off, sub->filter_len,
+		                 sub->text + sub->group_off, sub->group_len, s);
+		mqbi_strmap_remove(&s->subs, key, klen);
+		mqbi_free(a, sub->text);
+		mqbi_free(a, sub);
+	}
+}
+
+static void publish_will_now(mqbi_session *s, mqbi_msg *will)
+{
+	mqbi_worker *w = s->home;
+	if (will->retain)
+		mqbi_retain_store(w->broker, will);
+	mqbi_route_message(w, will);
+	mqbi_msg_unref(&w->broker->alloc, will);
+}
+
+void mqbi_session_end(mqbi_session *s, const char *why)
+{
+	if (s->ended)
+		return;
+	mqbi_worker *w = s->home;
+	const mqb_allocator *a = alloc_of(s);
+	mqbi_log(w->broker, MQB_LOG_INFO, "session", s->client, "session %s ended: %s",
+	         s->client_id, why);
+	if (s->client) {
+		s->client->session = NULL;
+		s->client = NULL;
+	}
+	atomic_store(&s->online, false);
+	s->ended = true;
+	mqbi_strmap_remove(&w->sessions, s->client_id, s->id_len);
+	mqbi_session_remove_all_subs(s);
+	mqbi_timer_stop(w->loop, &s->expiry_timer);
+	mqbi_timer_stop(w->loop, &s->will_timer);
+	/* A delayed will goes out when its session ends [MQTT-3.1.3-9]. */
+	if (s->pending_will) {
+		mqbi_msg *will = s->pending_will;
+		s->pending_will = NULL;
+		if (atomic_load(&w->broker->state) == MQBI_BS_STOPPED)
+			mqbi_msg_unref(a, will);
+		else
+			publish_will_now(s, will);
+	}
+	dq_free(a, &s->queue);
+	for (uint32_t i = 0; i < s->inflight_count; i++)
+		mqbi_delivery_release(a, &s->inflight[i]);
+	mqbi_free(a, s->inflight);
+	s->inflight = NULL;
+	s->inflight_count = s->inflight_cap = 0;
+	mqbi_free(a, s->awaiting_rel);
+	mqbi_free(a, s->awaiting_rel_at);
+	s->awaiting_rel = NULL;
+	s->awaiting_rel_at = NULL;
+	s->awaiting_rel_count = s->awaiting_rel_cap = 0;
+	MQBI_COUNT(w->m.sessions, (uint64_t)-1);
+	mqbi_session_unref(s);
+}
+
+static void expiry_timer_fn(mqbi_loop *l, mqbi_timer *t)
+{
+	mqbi_session *s = container_of(t, mqbi_session, expiry_timer);
+	mqbi_session_end(s, "session expired");
+}
+
+static void will_timer_fn(mqbi_loop *l, mqbi_timer *t)
+{
+	mqbi_session *s = container_of(t, mqbi_session, will_timer);
+	mqbi_msg *will = s->pending_will;
+	s->pending_will = NULL;
+	if (will)
+		publish_will_now(s, will);
+}
+
+void mqbi_session_schedule_will(mqbi_session *s, mqbi_msg *will, uint32_t delay_s)
+{
+	mqbi_session_cancel_will(s);
+	s->pending_will = will;
+	mqbi_timer_start(s->home->loop, &s->will_timer, (uint64_t)delay_s * 1000u, will_timer_fn);
+}
+
+void mqbi_session_cancel_will(mqbi_session *s)
+{
+	mqbi_timer_stop(s->home->loop, &s->will_timer);
+	if (s->pending_will) {
+		mqbi_msg_unref(alloc_of(s), s->pending_will);
+		s->pending_will = NULL;
+	}
+}
+
+void mqbi_session_attach(mqbi_session *s, mqbi_client *c)
+{
+	s->client = c;
+	c->session = s;
+	atomic_store(&s->online, true);
+	mqbi_timer_stop(s->home->loop, &s->expiry_timer);
+	mqbi_session_resend(s);
+	mqbi_session_pump(s);
+}
+
+void mqbi_session_detach(mqbi_session *s)
+{
+	s->client = NULL;
+	atomic_store(&s->online, false);
+	if (s->expiry == 0) {
+		mqbi_session_end(s, "session expiry 0");
+		return;
+	}
+	if (s->expiry != UINT32_MAX)
+		mqbi_timer_start(s->home->loop, &s->expiry_timer, (uint64_t)s->expiry * 1000u,
+		                 expiry_timer_fn);
+}
+
+/* ---- In flight ---------------------------------------------------------- */
+
+mqbi_delivery *mqbi_session_inflight_find(mqbi_session *s, uint16_t packet_id)
+{
+	for (uint32_t i = 0; i < s->inflight_count; i++)
+		if (s->inflight[i].packet_id == packet_id)
+			return &s->inflight[i];
+	return NULL;
+}
+
+void mqbi_session_inflight_remove(mqbi_session *s, mqbi_delivery *d)
+{
+	uint32_t i = (uint32_t)(d - s->inflight);
+	mqbi_delivery_release(alloc_of(s), d);
+	memmove(&s->inflight[i], &s->inflight[i + 1], sizeof(*d) * (s->inflight_count - i - 1));
+	s->inflight_count--;
+}
+
+static uint16_t next_packet_id(mqbi_session *s)
+{
+	for (;;) {
+		uint16_t id = s->next_packet_id++;
+		if (s->next_packet_id == 0)
+			s->next_packet_id = 1;
+		if (id && !mqbi_session_inflight_find(s, id))
+			return id;
+	}
+}
+
+static uint32_t window(const mqbi_session *s)
+{
+	uint32_t w = s->home->broker->lim.max_inflight;
+	if (s->client && s->client->receive_max_out < w)
+		w = s->client->receive_max_out;
+	return w;
+}
+
+static bool can_write(const mqbi_client *c)
+{
+	return c && c->state == MQBI_CS_CONNECTED &&
+	       mqbi_client_out_pending(c) < MQBI_OUT_HIGH_WATER;
+}
+
+/* Puts a QoS > 0 delivery in flight and sends it. */
+static bool start_flight(mqbi_session *s, mqbi_delivery *d)
+{
+	if (s->inflight_count == s->inflight_cap) {
+		uint32_t cap = s->inflight_cap ? s->inflight_cap * 2 : 4;
+		mqbi_delivery *n = mqbi_realloc(alloc_of(s), s->inflight, sizeof(*n) * cap);
+		if (!n)
+			return false;
+		s->inflight = n;
+		s->inflight_cap = cap;
+	}
+	d->packet_id = next_packet_id(s);
+	d->state = d->qos == 1 ? MQBI_DS_WAIT_PUBACK : MQBI_DS_WAIT_PUBREC;
+	mqbi_delivery *slot = &s->inflight[s->inflight_count++];
+	*slot = *d;
+	if (!mqbi_send_publish(s->client, slot)) {
+		/* Too large for the client: dropped [MQTT-3.1.2-25]. */
+		mqbi_session_inflight_remove(s, slot);
+	}
+	return true;
+}
+
+static void drop(mqbi_session *s, mqbi_delivery *d, const char *why)
+{
+	mqbi_worker *w = s->home;
+	MQBI_COUNT(w->m.messages_dropped, 1);
+	if (d->qos == 0)
+		MQBI_COUNT(w->m.messages_dropped_qos0, 1);
+	mqbi_log(w->broker, MQB_LOG_DEBUG, "session", s->client,
+	         "dropped a message on '%s' for %s: %s", d->msg->topic, s->client_id, why);
+	mqbi_delivery_release(&w->broker->alloc, d);
+}
+
+void mqbi_session_pump(mqbi_session *s)
+{
+	mqbi_client *c = s->client;
+	uint64_t now = mqbi_loop_now(s->home->loop);
+	while (s->queue.count && can_write(c)) {
+		mqbi_delivery *head = dq_at(&s->queue, 0);
+		if (head->qos > 0 && s->inflight_count >= window(s))
+			break;
+		mqbi_delivery d;
+		dq_pop(&s->queue, &d);
+		if (mqbi_msg_expired(d.msg, now)) {
+			MQBI_COUNT(s->home->m.messages_expired, 1);
+			drop(s, &d, "expired");
+			continue;
+		}
+		if (d.qos == 0) {
+			mqbi_send_publish(c, &d);
+			mqbi_delivery_release(alloc_of(s), &d);
+		} else if (!start_flight(s, &d)) {
+			drop(s, &d, "out of memory");
+		}
+	}
+}
+
+void mqbi_session_resend(mqbi_session *s)
+{
+	mqbi_client *c = s->client;
+	for (uint32_t i = 0; i < s->inflight_count; i++) {
+		mqbi_delivery *d = &s->inflight[i];
+		if (d->state == MQBI_DS_WAIT_PUBCOMP) {
+			mqbi_packet p = {.type = MQBI_PUBREL};
+			p.u.ack.packet_id = d->packet_id;
+			mqbi_client_send_packet(c, &p);
+		} else {
+			d->dup = true; /* [MQTT-3.3.1-1] */
+			if (!mqbi_send_publish(c, d)) {
+				mqbi_session_inflight_remove(s, d);
+				i--;
+			}
+		}
+	}
+}
+
+void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool retain,
+                          const uint32_t *sub_ids, uint16_t n_sub_ids)
+{
+	if (s->ended)
+		return;
+	mqb_broker *b = s->home->broker;
+	const mqb_allocator *a = &b->alloc;
+	mqbi_client *c = s->client;
+	mqbi_delivery d = {.msg = msg, .qos = qos, .retain = retain, .n_sub_ids = n_sub_ids};
+	if (n_sub_ids == 1)
+		d.sub_id = sub_ids[0];
+
+	/* The fast path: straight to the client. QoS 0 needs no slot in flight. */
+	if (qos == 0 && can_write(c)) {
+		if (n_sub_ids > 1)
+			d.sub_ids = (uint32_t *)sub_ids; /* borrowed for the write only */
+		mqbi_send_publish(c, &d);
+		return;
+	}
+	if (qos > 0 && can_write(c) && s->queue.count == 0 && s->inflight_count < window(s)) {
+		if (n_sub_ids > 1) {
+			d.sub_ids = mqbi_malloc(a, sizeof(uint32_t) * n_sub_ids);
+			if (!d.sub_ids)
+				return;
+			memcpy(d.sub_ids, sub_ids, sizeof(uint32_t) * n_sub_ids);
+		}
+		d.msg = mqbi_msg_ref(msg);
+		if (!start_flight(s, &d))
+			drop(s, &d, "out of memory");
+		return;
+	}
+	if (qos == 0 && (c || !b->lim.mqueue_store_qos0)) {
+		/* Connected but congested, or offline without QoS 0 queueing. */
+		MQBI_COUNT(s->home->m.messages_dropped, 1);
+		MQBI_COUNT(s->home->m.messages_dropped_qos0, 1);
+		return;
+	}
+	/* Queue it, within the limits; QoS 0 goes first when full. */
+	const mqbi_limits *lim = &b->lim;
+	bool full = (lim->max_mqueue_len && s->queue.count >= lim->max_mqueue_len) ||
+	            (lim->max_mqueue_bytes &&
+	             s->queue.bytes + msg->payload_len > lim->max_mqueue_bytes);
+	if (full) {
+		if (qos == 0) {
+			MQBI_COUNT(s->home->m.messages_dropped, 1);
+			MQBI_COUNT(s->home->m.messages_dropped_qos0, 1);
+			return;
+		}
+		uint32_t victim = 0;
+		for (uint32_t i = 0; i < s->queue.count; i++) {
+			if (dq_at(&s->queue, i)->qos == 0) {
+				victim = i;
+				break;
+			}
+		}
+		mqbi_delivery old;
+		dq_remove(&s->queue, victim, &old);
+		drop(s, &old, "queue full (max_mqueue_len / max_mqueue_bytes)");
+	}
+	if (n_sub_ids > 1) {
+		d.sub_ids = mqbi_malloc(a, sizeof(uint32_t) * n_sub_ids);
+		if (!d.sub_ids)
+			return;
+		memcpy(d.sub_ids, sub_ids, sizeof(uint32_t) * n_sub_ids);
+	}
+	d.msg = mqbi_msg_ref(msg);
+	if (!dq_push(a, &s->queue, &d))
+		drop(s, &d, "out of memory");
+}
+
+/* ---- QoS 2 from the client: packet ids awaiting PUBREL ------------------- */
+
+bool mqbi_session_awaiting_rel(mqbi_session *s, uint16_t packet_id)
+{
+	for (uint32_t i = 0; i < s->awaiting_rel_count; i++)
+		if (s->awaiting_rel[i] == packet_id)
+			return true;
+	return false;
+}
+
+bool mqbi_session_awaiting_rel_remove(mqbi_session *s, uint16_t packet_id)
+{
+	for (uint32_t i = 0; i < s->awaiting_rel_count; i++) {
+		if (s->awaiting_rel[i] == packet_id) {
+			s->awaiting_rel_count--;
+			s->awaiting_rel[i] = s->awaiting_rel[s->awaiting_rel_count];
+			s->awaiting_rel_at[i] = s->awaiting_rel_at[s->awaiting_rel_count];
+			return true;
+		}
+	}
+	return false;
+}
+
+mqb_err mqbi_session_awaiting_rel_add(mqbi_session *s, uint16_t packet_id, uint64_t now)
+{
+	const mqbi_limits *lim = &s->home->broker->lim;
+	/* Forget exchanges whose PUBREL never came (await_rel_timeout). */
+	for (uint32_t i = 0; i < s->awaiting_rel_count;) {
+		if (lim->await_rel_timeout && now - s->awaiting_rel_at[i] >= lim->await_rel_timeout)
+			mqbi_session_awaiting_rel_remove(s, s->awaiting_rel[i]);
+		else
+			i++;
+	}
+	if (lim->max_awaiting_rel && s->awaiting_rel_count >= lim->max_awaiting_rel)
+		return MQB_ERR_RANGE;
+	if (s->awaiting_rel_count == s->awaiting_rel_cap) {
+		uint32_t cap = s->awaiting_rel_cap ? s->awaiting_rel_cap * 2 : 4;
+		uint16_t *ids = mqbi_realloc(alloc_of(s), s->awaiting_rel, sizeof(*ids) * cap);
+		if (!ids)
+			return MQB_ERR_NOMEM;
+		s->awaiting_rel = ids;
+		uint64_t *at = mqbi_realloc(alloc_of(s), s->awaiting_rel_at, sizeof(*at) * cap);
+		if (!at)
+			return MQB_ERR_NOMEM;
+		s->awaiting_rel_at = at;
+		s->awaiting_rel_cap = cap;
+	}
+	s->awaiting_rel[s->awaiting_rel_count] = packet_id;
+	s->awaiting_rel_at[s->awaiting_rel_count] = now;
+	s->awaiting_rel_count++;
+	return MQB_OK;
+}

@@ -1,0 +1,415 @@
+/* A client's socket: reading into the worker's shared buffer, buffered
+ * output flushed once per loop iteration, and the close path. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/core.h"
+
+static void on_io(mqbi_loop *l, int fd, void *user, unsigned events);
+
+static void format_peer(int fd, char *out, size_t outlen, bool *local_loopback)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+			port = ntohs(in->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+			port = ntohs(in6->sin6_port);
+		}
+	}
+	snprintf(out, outlen, "%s:%d", host, port);
+	/* Anonymous access by default is for connections that arrive through a
+	 * loopback interface: judge by our end of the connection. */
+	*local_loopback = false;
+	sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET)
+			*local_loopback =
+			        (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+		else if (ss.ss_family == AF_INET6) {
+			struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+			*local_loopback = IN6_IS_ADDR_LOOPBACK(a6) ||
+			                  (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+		}
+	}
+}
+
+static void list_insert(mqbi_worker *w, mqbi_client *c)
+{
+	c->prev = NULL;
+	c->next = w->clients;
+	if (w->clients)
+		w->clients->prev = c;
+	w->clients = c;
+}
+
+static void list_remove(mqbi_worker *w, mqbi_client *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (w->clients == c)
+		w->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
+{
+	mqb_broker *b = w->broker;
+	mqbi_client *c = mqbi_calloc(&b->alloc, sizeof(*c));
+	if (!c) {
+		mqbi_log(b, MQB_LOG_ERROR, "net", NULL, "out of memory accepting a connection");
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->listener = ls;
+	c->fd = fd;
+	c->state = MQBI_CS_CONNECTING;
+	c->last_rx = mqbi_loop_now(w->loop);
+	c->connected_at = c->last_rx;
+	mqbi_strmap_init(&c->aliases_out, &b->alloc);
+	format_peer(fd, c->peer, sizeof c->peer, &c->local_loopback);
+	if (mqbi_loop_watch(w->loop, fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
+		mqbi_log(b, MQB_LOG_ERROR, "net", c, "cannot watch the connection");
+		close(fd);
+		mqbi_free(&b->alloc, c);
+		return;
+	}
+	atomic_fetch_add(&ls->connections, 1);
+	list_insert(w, c);
+	mqbi_timer_start(w->loop, &c->timer, b->lim.idle_timeout, mqbi_client_timer_fn);
+	mqbi_log(b, MQB_LOG_DEBUG, "net", c, "accepted on listener %s", ls->cfg.name);
+}
+
+void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
+{
+	c->w = w;
+	list_insert(w, c);
+	if (mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return;
+	}
+	mqbi_timer_start(w->loop, &c->timer, w->broker->lim.idle_timeout, mqbi_client_timer_fn);
+	/* The bytes read on the accepting worker (CONNECT first) are processed here. */
+	if (c->rlen) {
+		long n = mqbi_client_process(c, c->rbuf, c->rlen);
+		if (n < 0)
+			return;
+		memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
+		c->rlen -= (size_t)n;
+	}
+}
+
+/* Detaches c from its worker so another worker can adopt it. The unprocessed
+ * input (from `from`, `len` bytes) is kept in the client's own buffer. */
+bool mqbi_client_detach_for_move(mqbi_client *c, const uint8_t *from, size_t len)
+{
+	mqb_broker *b = c->w->broker;
+	if (from != c->rbuf) {
+		if (len > c->rcap) {
+			uint8_t *nb = mqbi_realloc(&b->alloc, c->rbuf, len);
+			if (!nb)
+				return false;
+			c->rbuf = nb;
+			c->rcap = len;
+		}
+		memmove(c->rbuf, from, len);
+	}
+	c->rlen = len;
+	mqbi_timer_stop(c->w->loop, &c->timer);
+	mqbi_loop_unwatch(c->w->loop, c->fd);
+	list_remove(c->w, c);
+	if (c->dirty) {
+		/* Nothing was answered yet, so there is nothing to flush; unlink. */
+		mqbi_client **pp = &c->w->dirty;
+		while (*pp && *pp != c)
+			pp = &(*pp)->dirty_next;
+		if (*pp)
+			*pp = c->dirty_next;
+		c->dirty = false;
+	}
+	return true;
+}
+
+uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
+{
+	if (c->fd < 0)
+		return NULL;
+	if (c->wlen + n > c->wcap) {
+		if (c->woff) {
+			memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+			c->wlen -= c->woff;
+			c->woff = 0;
+		}
+		if (c->wlen + n > c->wcap) {
+			size_t cap = c->wcap ? c->wcap : 1024;
+			while (cap < c->wlen + n)
+				cap *= 2;
+			uint8_t *nb = mqbi_realloc(&c->w->broker->alloc, c->wbuf, cap);
+			if (!nb)
+				return NULL;
+			c->wbuf = nb;
+			c->wcap = cap;
+		}
+	}
+	return c->wbuf + c->wlen;
+}
+
+void mqbi_client_mark_dirty(mqbi_client *c)
+{
+	if (!c->dirty) {
+		c->dirty = true;
+		c->dirty_next = c->w->dirty;
+		c->w->dirty = c;
+	}
+}
+
+void mqbi_client_out_commit(mqbi_client *c, size_t n)
+{
+	c->wlen += n;
+	MQBI_COUNT(c->w->m.packets_sent, 1);
+	mqbi_client_mark_dirty(c);
+}
+
+size_t mqbi_client_out_pending(const mqbi_client *c)
+{
+	return c->wlen - c->woff;
+}
+
+/* Writes pending output; returns false if the connection failed (closed). */
+static bool client_flush(mqbi_client *c)
+{
+	mqbi_worker *w = c->w;
+	while (c->woff < c->wlen) {
+		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+		if (n > 0) {
+			c->woff += (size_t)n;
+			MQBI_COUNT(w->m.bytes_sent, (uint64_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ | MQBI_EV_WRITE, on_io, c);
+			return true;
+		}
+		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "write failed: %s",
+		         n < 0 ? strerror(errno) : "closed");
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return false;
+	}
+	/* All written: an idle connection keeps no output buffer. */
+	bool was_blocked = c->wcap && c->wlen >= MQBI_OUT_HIGH_WATER / 2;
+	mqbi_free(&w->broker->alloc, c->wbuf);
+	c->wbuf = NULL;
+	c->wlen = c->wcap = c->woff = 0;
+	mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c);
+	if (was_blocked && c->session && c->state == MQBI_CS_CONNECTED)
+		mqbi_session_pump(c->session);
+	return true;
+}
+
+void mqbi_worker_flush(mqbi_worker *w)
+{
+	/* Pumping sessions may dirty more clients; loop until the list is empty. */
+	while (w->dirty) {
+		mqbi_client *list = w->dirty;
+		w->dirty = NULL;
+		while (list) {
+			mqbi_client *c = list;
+			list = c->dirty_next;
+			c->dirty = false;
+			c->dirty_next = NULL;
+			if (c->fd >= 0)
+				client_flush(c);
+		}
+	}
+	while (w->dead) {
+		mqbi_client *c = w->dead;
+		w->dead = c->next;
+		c->next = NULL;
+		mqbi_client_free(c);
+	}
+}
+
+static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
+{
+	mqbi_client *c = user;
+	mqbi_worker *w = c->w;
+	if ((events & MQBI_EV_WRITE) && !client_flush(c))
+		return;
+	if (!(events & (MQBI_EV_READ | MQBI_EV_ERROR)))
+		return;
+	/* A partly read packet continues in the client's own buffer; otherwise read
+	 * into the worker's buffer and keep only the unprocessed tail. */
+	uint8_t *buf;
+	size_t have, room;
+	if (c->rlen) {
+		if (c->rcap - c->rlen < 4096) {
+			size_t cap = c->rcap * 2 < c->rlen + 16384 ? c->rlen + 16384 : c->rcap * 2;
+			uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, cap);
+			if (!nb) {
+				mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+				return;
+			}
+			c->rbuf = nb;
+			c->rcap = cap;
+		}
+		buf = c->rbuf;
+		have = c->rlen;
+		room = c->rcap - c->rlen;
+	} else {
+		buf = w->rbuf;
+		have = 0;
+		room = w->rbuf_cap;
+	}
+	ssize_t n = recv(fd, buf + have, room, 0);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "connection closed by peer%s%s",
+		         n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return;
+	}
+	if (n < 0)
+		return;
+	MQBI_COUNT(w->m.bytes_received, (uint64_t)n);
+	size_t len = have + (size_t)n;
+	long used = mqbi_client_process(c, buf, len);
+	if (used < 0)
+		return; /* closed or moved to another worker */
+	size_t rest = len - (size_t)used;
+	if (buf == c->rbuf) {
+		memmove(c->rbuf, c->rbuf + used, rest);
+		c->rlen = rest;
+		if (rest == 0) {
+			mqbi_free(&w->broker->alloc, c->rbuf);
+			c->rbuf = NULL;
+			c->rcap = 0;
+		}
+	} else if (rest) {
+		size_t cap = rest < 4096 ? 4096 : rest * 2;
+		c->rbuf = mqbi_malloc(&w->broker->alloc, cap);
+		if (!c->rbuf) {
+			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+			return;
+		}
+		memcpy(c->rbuf, buf + used, rest);
+		c->rlen = rest;
+		c->rcap = cap;
+	}
+}
+
+void mqbi_client_close(mqbi_client *c, uint8_t reason)
+{
+	if (c->state == MQBI_CS_CLOSING)
+		return;
+	mqbi_worker *w = c->w;
+	mqb_broker *b = w->broker;
+	bool was_connected = c->state == MQBI_CS_CONNECTED;
+	c->state = MQBI_CS_CLOSING;
+	c->disconnect_reason = reason;
+	/* Best effort: hand what is pending (e.g. a DISCONNECT) to the kernel. */
+	if (c->woff < c->wlen)
+		(void)!send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
+		            MSG_NOSIGNAL | MSG_DONTWAIT);
+	mqbi_timer_stop(w->loop, &c->timer);
+	mqbi_loop_unwatch(w->loop, c->fd);
+	close(c->fd);
+	c->fd = -1;
+	atomic_fetch_sub(&c->listener->connections, 1);
+
+	mqbi_session *s = c->session;
+	if (c->will) {
+		mqbi_msg *will = c->will;
+		c->will = NULL;
+		/* A delayed will waits in the session unless the session ends first. */
+		if (s && c->will_delay > 0 && s->expiry > 0)
+			mqbi_session_schedule_will(s, will, c->will_delay);
+		else {
+			if (will->retain)
+				mqbi_retain_store(b, will);
+			mqbi_route_message(w, will);
+			mqbi_msg_unref(&b->alloc, will);
+		}
+	}
+	if (was_connected) {
+		MQBI_COUNT(w->m.connections, (uint64_t)-1);
+		MQBI_COUNT(w->m.disconnects, 1);
+		mqbi_log(b, MQB_LOG_INFO, "session", c, "disconnected (%s)",
+		         mqbi_reason_name(reason));
+		mqbi_sys_client_event(c, false);
+	}
+	if (s) {
+		c->session = NULL;
+		mqbi_session_detach(s);
+	}
+	list_remove(w, c);
+	c->next = w->dead;
+	w->dead = c;
+}
+
+void mqbi_client_disconnect(mqbi_client *c, uint8_t reason, const char *why)
+{
+	if (c->state == MQBI_CS_CLOSING)
+		return;
+	if (c->level == MQBI_V5 && c->state != MQBI_CS_CONNECTING) {
+		mqbi_packet p = {.type = MQBI_DISCONNECT};
+		p.u.reason.reason = reason;
+		if (why && c->request_problem_info) {
+			p.u.reason.props.present |= 1ull << MQBI_PROP_REASON_STRING;
+			p.u.reason.props.reason_string.ptr = (const uint8_t *)why;
+			p.u.reason.props.reason_string.len = (uint32_t)strlen(why);
+		}
+		mqbi_client_send_packet(c, &p);
+	}
+	if (why)
+		mqbi_log(c->w->broker, reason >= 0x80 ? MQB_LOG_NOTICE : MQB_LOG_INFO, "session", c,
+		         "disconnecting: %s (%s)", why, mqbi_reason_name(reason));
+	mqbi_client_close(c, reason);
+}
+
+void mqbi_client_free(mqbi_client *c)
+{
+	mqbi_worker *w = c->w;
+	const mqb_allocator *a = &w->broker->alloc;
+	if (c->state != MQBI_CS_CLOSING) {
+		/* Only at broker destruction: no will, no events. */
+		mqbi_msg_unref(a, c->will);
+		c->will = NULL;
+		mqbi_client_close(c, MQBI_RC_SERVER_SHUTTING_DOWN);
+		/* close() put it on the dead list; take it off again. */
+		w->dead = c->next;
+		c->next = NULL;
+	}
+	for (uint16_t i = 0; i < c->aliases_in_cap; i++)
+		mqbi_free(a, c->aliases_in[i]);
+	mqbi_free(a, c->aliases_in);
+	size_t pos = 0;
+	const char *key;
+	size_t klen;
+	void *val;
+	while (mqbi_strmap_next(&c->aliases_out, &pos, &key, &klen, &val))
+		mqbi_free(a, (void *)key);
+	mqbi_strmap_fini(&c->aliases_out);
+	mqbi_free(a, c->rbuf);
+	mqbi_free(a, c->wbuf);
+	mqbi_free(a, c->client_id);
+	mqbi_free(a, c->username);
+	mqbi_free(a, c->auth_method);
+	mqbi_free(a, c->pending_connect);
+	mqbi_free(a, c);
+}

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Builds the broker and starts it with its embedded defaults (127.0.0.1:1883).
+set -e
+cd "$(dirname "$0")/.."
+./tools/install-deps.sh
+[ -f build/build.ninja ] || meson setup build
+ninja -C build
+exec ./build/broker-cli/broker-cli "$@"
