@@ -142,6 +142,7 @@ MQB_API mqb_err mqb_broker_create(mqb_broker **out, const mqb_config *cfg)
 	if (!b)
 		return MQB_ERR_NOMEM;
 	b->alloc = *a;
+	a = &b->alloc; /* the caller's config (and its allocator copy) may go away */
 	mqb_err err = mqbi_config_clone(cfg, &b->cfg);
 	if (err) {
 		mqbi_free(a, b);

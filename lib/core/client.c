@@ -290,6 +290,8 @@ static bool handle_connect(mqbi_client *c, const mqbi_connect *cn, const uint8_t
 		if (!c->client_id)
 			return refused(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
 	} else if (!c->assigned_id) {
+		/* Set again when the CONNECT is re-read on the home worker. */
+		mqbi_free(&b->alloc, c->client_id);
 		c->client_id = mqbi_strndup(&b->alloc, cn->client_id.ptr, cn->client_id.len);
 		if (!c->client_id)
 			return refused(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");

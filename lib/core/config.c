@@ -636,30 +636,52 @@ static size_t edit_distance(const char *a, const char *b)
 	return row[lb];
 }
 
-/* Appends "; did you mean 'X'?" to `out` when a candidate is close. */
-static void suggest(const char *word, const char *const *cands, size_t ncands, size_t stride,
-                    char *out, size_t outlen)
+/* The closest candidate seen so far, if within edit distance 3. */
+typedef struct suggestion {
+	const char *word;
+	size_t dist;
+	char best[160];
+} suggestion;
+
+static void suggestion_init(suggestion *s, const char *word)
 {
-	const char *best = NULL;
-	size_t best_d = 4; /* suggest only at distance <= 3 */
-	for (size_t i = 0; i < ncands; i++) {
-		const char *c = *(const char *const *)((const char *)cands + i * stride);
-		size_t d = edit_distance(word, c);
-		if (d < best_d) {
-			best_d = d;
-			best = c;
-		}
+	s->word = word;
+	s->dist = 4;
+	s->best[0] = '\0';
+}
+
+static void consider(suggestion *s, const char *cand)
+{
+	size_t d = edit_distance(s->word, cand);
+	if (d < s->dist) {
+		s->dist = d;
+		snprintf(s->best, sizeof s->best, "%s", cand);
 	}
-	if (best)
-		snprintf(out, outlen, "; did you mean '%s'?", best);
+}
+
+/* "; did you mean 'X'?" or "". */
+static void suggestion_text(const suggestion *s, char *out, size_t outlen)
+{
+	if (s->best[0])
+		snprintf(out, outlen, "; did you mean '%s'?", s->best);
 	else if (outlen)
 		out[0] = '\0';
 }
 
-static mqb_err unknown_key(const char *key, char *err, size_t errlen)
+/* Candidates: the fixed keys and the keys of the listeners now set. */
+static mqb_err unknown_key(const mqb_config *c, const char *key, char *err, size_t errlen)
 {
-	char hint[160];
-	suggest(key, &registry[0].key, MQBI_K__COUNT, sizeof registry[0], hint, sizeof hint);
+	char hint[200], lkey[160];
+	suggestion s;
+	suggestion_init(&s, key);
+	for (int k = 0; k < MQBI_K__COUNT; k++)
+		consider(&s, registry[k].key);
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		snprintf(lkey, sizeof lkey, "listener.%s.%s", c->listeners[i].type,
+		         c->listeners[i].name);
+		consider(&s, lkey);
+	}
+	suggestion_text(&s, hint, sizeof hint);
 	errf(err, errlen, "key '%s': unknown key%s", key, hint);
 	return MQB_ERR_NOTFOUND;
 }
@@ -1016,9 +1038,12 @@ static mqb_err set_listener(mqb_config *c, const char *key, const char *value, c
 	}
 	const listener_subkey *s = find_subkey(f, lk.sub);
 	if (!s) {
-		char hint[160];
-		suggest(lk.sub, &f->subkeys[0].def.key, f->nsubkeys, sizeof f->subkeys[0], hint,
-		        sizeof hint);
+		char hint[200];
+		suggestion sg;
+		suggestion_init(&sg, lk.sub);
+		for (size_t i = 0; i < f->nsubkeys; i++)
+			consider(&sg, f->subkeys[i].def.key);
+		suggestion_text(&sg, hint, sizeof hint);
 		errf(err, errlen, "key '%s': unknown listener setting '%s'%s", key, lk.sub, hint);
 		return MQB_ERR_NOTFOUND;
 	}
@@ -1053,7 +1078,7 @@ static mqb_err set_key(mqb_config *c, const char *key, const char *value, char *
 		return set_fixed(c, k, value, err, errlen);
 	if (is_listener_key(key))
 		return set_listener(c, key, value, err, errlen);
-	return unknown_key(key, err, errlen);
+	return unknown_key(c, key, err, errlen);
 }
 
 MQB_API mqb_err mqb_config_set(mqb_config *cfg, const char *key, const char *value, char *err,

@@ -1,10 +1,11 @@
 /*
- * The retained-message tree: one node per topic level, exact children in a
- * small array or, past KIDS_ARRAY_MAX, a strmap keyed by the child's name. A
- * node that holds a value also holds its full topic for the callbacks: a node
- * created for the value itself stores the topic inline (its level name is the
- * tail of it), an older inner node that later gets a value copies it aside.
- * Storing every node's full prefix would cost O(levels x length) per topic.
+ * The retained-message tree: one node per topic level; an only child lives in
+ * the node, a few in a small array, more than KIDS_ARRAY_MAX in a strmap
+ * keyed by the child's name. A node that holds a value also holds its full
+ * topic for the callbacks: a node created for the value itself stores the
+ * topic inline (its level name is the tail of it), an older inner node that
+ * later gets a value copies it aside. Storing every node's full prefix would
+ * cost O(levels x length) per topic.
  *
  * Walks use parent pointers instead of recursion, so a 32,000-level topic
  * cannot exhaust the stack and no walk allocates.

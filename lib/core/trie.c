@@ -1,11 +1,12 @@
 /*
- * The subscription trie. Each node is one filter level. Exact children live
- * in a small array (up to KIDS_ARRAY_MAX) or, past that, in a strmap keyed by
- * the child's own name; '+' and '#' children have their own pointers. Routes
- * sit in an array whose capacity is implied by its count (the next power of
- * two), so a node carries no capacity fields; nodes with many routes get an
- * owner index so that add and remove stay O(1). Shared groups and that index
- * live in an optional extension, absent on almost every node.
+ * The subscription trie. Each node is one filter level. An only exact child
+ * lives in the node, a few in a small array (up to KIDS_ARRAY_MAX), more in a
+ * strmap keyed by the child's own name; '+' and '#' children have their own
+ * pointers. Routes sit in an array whose capacity is implied by its count
+ * (the next power of two), so a node carries no capacity fields; nodes with
+ * many routes get an owner index so that add and remove stay O(1). Shared
+ * groups and that index live in an optional extension, absent on almost
+ * every node.
  *
  * Matching walks the trie without recursion or a stack, using parent pointers
  * and recomputing level offsets on the way up, so it never allocates and a

@@ -111,6 +111,11 @@ void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
 			return;
 		memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
 		c->rlen -= (size_t)n;
+		if (c->rlen == 0) {
+			mqbi_free(&w->broker->alloc, c->rbuf);
+			c->rbuf = NULL;
+			c->rcap = 0;
+		}
 	}
 }
 
@@ -302,11 +307,12 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 		}
 	} else if (rest) {
 		size_t cap = rest < 4096 ? 4096 : rest * 2;
-		c->rbuf = mqbi_malloc(&w->broker->alloc, cap);
-		if (!c->rbuf) {
+		uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, cap);
+		if (!nb) {
 			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
 			return;
 		}
+		c->rbuf = nb;
 		memcpy(c->rbuf, buf + used, rest);
 		c->rlen = rest;
 		c->rcap = cap;

@@ -5,20 +5,25 @@
  * which cannot be parsed, from a Protocol Error, which parses but carries
  * data the protocol forbids):
  *  - 0x81 for anything that does not parse: bad lengths, bad varints, bad
- *    UTF-8, reserved bits, QoS 3 in fixed headers, trailing bytes, unknown or
- *    misplaced properties (section 2.2.2.2 calls that malformed).
+ *    UTF-8, reserved bits, QoS 3 (fixed header and subscription options:
+ *    5.0 3.8.3.1 says Protocol Error for the latter, but 3.1.1 and the
+ *    conformance suite say malformed), trailing bytes, unknown or misplaced
+ *    properties (section 2.2.2.2 calls those malformed).
  *  - 0x82 where the spec text says "It is a Protocol Error": a packet type
  *    travelling the wrong way (a client sending CONNACK...), packet id 0,
  *    duplicated properties, out-of-range property values, empty topic without
- *    alias, empty SUBSCRIBE/UNSUBSCRIBE (v5), Retain Handling or QoS 3 in
- *    subscription options, reason codes not allowed for the packet type.
+ *    alias, empty SUBSCRIBE/UNSUBSCRIBE (v5; 0x81 before), Retain Handling 3,
+ *    No Local on a shared subscription, reason codes not allowed for the
+ *    packet type.
  *  - 0x90 Topic Name invalid for '+' or '#' in a PUBLISH topic, a Will topic
- *    or a Response Topic (and for an empty Will topic): the
- *    name parses, but it is not a valid Topic Name [MQTT-3.3.2-2]; v5 has a
- *    specific code for that (EMQX and HiveMQ answer the same way).
+ *    or a Response Topic (and for an empty Will topic): the name parses, but
+ *    it is not a valid Topic Name [MQTT-3.3.2-2]; v5 has a specific code for
+ *    that (EMQX and HiveMQ answer the same way).
+ *  - 0x84 for a CONNECT level other than 3/4/5, or one that does not go with
+ *    the protocol name ("MQIsdp" 3, "MQTT" 4/5); an unknown name is 0x81.
  *  - 0x94 for a topic alias of 0 or above ctx->topic_alias_max, 0x95 for a
  *    packet above ctx->max_packet_size, 0x99 for a Payload Format Indicator 1
- *    PUBLISH or Will payload that is not UTF-8, 0x84 for an unknown level.
+ *    PUBLISH or Will payload that is not UTF-8.
  * For levels 3/4 the code only tells the caller why it closes the connection.
  */
 #include "codec_internal.h"
@@ -448,6 +453,12 @@ mqbi_dec_status mqbi_decode(const uint8_t *buf, size_t len, const mqbi_dec_ctx *
 		*reason = rc;
 		return MQBI_DEC_MALFORMED;
 	}
+	/* Packets that only travel the other way ([MQTT-3.x] "sent from
+	 * Server to Client" etc.): a Protocol Error. */
+	if (!(dir_ok[type] & (ctx->from_client ? FROM_CLIENT : FROM_SERVER))) {
+		*reason = RC_PROTO;
+		return MQBI_DEC_MALFORMED;
+	}
 	uint32_t rl;
 	int n = mqbi_varint_decode(buf + 1, len - 1, &rl);
 	if (n < 0) {
@@ -456,12 +467,6 @@ mqbi_dec_status mqbi_decode(const uint8_t *buf, size_t len, const mqbi_dec_ctx *
 	}
 	if (n == 0)
 		return MQBI_DEC_NEED_MORE;
-	/* Packets that only travel the other way ([MQTT-3.x] "sent from
-	 * Server to Client" etc.): a Protocol Error. */
-	if (!(dir_ok[type] & (ctx->from_client ? FROM_CLIENT : FROM_SERVER))) {
-		*reason = RC_PROTO;
-		return MQBI_DEC_MALFORMED;
-	}
 	size_t total = 1 + (size_t)n + rl;
 	/* Refused before it is buffered whole: the caller must not grow for it. */
 	if (ctx->max_packet_size && total > ctx->max_packet_size) {

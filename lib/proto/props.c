@@ -94,8 +94,9 @@ uint8_t mqbi_props_decode(const uint8_t *p, const uint8_t *end, int kind, bool m
 			if (p >= end)
 				return MQBI_RC_MALFORMED;
 			v = *p++;
-			/* Every one-byte property is a 0/1 flag, except Maximum
-			 * QoS, which is 0/1 too (2 is expressed by omitting it). */
+			/* Every one-byte property takes only 0 or 1 (Maximum QoS
+			 * 2 is expressed by omitting it); other values are
+			 * Protocol Errors. */
 			if (v > 1)
 				return MQBI_RC_PROTOCOL_ERROR;
 			break;
@@ -243,8 +244,9 @@ uint8_t mqbi_props_decode(const uint8_t *p, const uint8_t *end, int kind, bool m
 	return 0;
 }
 
-/* Skips one property at *pos of a well-formed-or-not block; returns its id, or
- * -1 at the end or on a malformed entry. For pairs/strings fills a and b. */
+/* Reads the property at *pos and advances past it; returns its id, or -1 at
+ * the end or on a malformed entry. Strings and binaries go to a (pairs to a
+ * and b), numbers to v. */
 static int next_prop(const uint8_t *raw, uint32_t raw_len, uint32_t *pos, mqbi_bytes *a,
                      mqbi_bytes *b, uint32_t *v)
 {
@@ -338,8 +340,7 @@ static uint32_t user_props_size(const mqbi_props *p)
 	return pos == p->user_raw_len || !p->user_raw ? total : UINT32_MAX;
 }
 
-/* Properties written from individual fields, in ascending id order. Sub ids
- * and user properties are handled separately. */
+/* Several subscription identifiers come from the array, one from sub_id. */
 static bool sub_ids_from_array(const mqbi_props *p)
 {
 	return p->sub_ids && p->sub_id_count;

@@ -10,10 +10,11 @@ Inputs:
     cover as [MQTT-x.x.x-y] (in a docstring or comment inside the test)
 
 A test file belongs to one protocol version when its name says so
-(test_v5_* -> 5.0, test_v311_* / test_v31_* / test_v3_* -> 3.1.1); the ids it
-names are then looked up in that version's list only. Ids named by other
-test files (unit tests, integration tests) count for every version whose list
-has them.
+(test_v5_* -> 5.0, test_v311_* / test_v31_* / test_v3_* -> 3.1.1), and so
+does a test in another file whose class or function name has such a v5 /
+v311 part (V5ConnectTest, test_will_v311); the ids it names are then looked
+up in that version's list only. Ids named by other tests (unit tests, most
+integration tests) count for every version whose list has them.
 
     gen_conformance.py            rewrite docs/CONFORMANCE.md
     gen_conformance.py --check    exit 1, listing the problems, when a server
@@ -110,14 +111,21 @@ def rel(path):
     return os.path.relpath(path, ROOT).replace(os.sep, "/")
 
 
-def file_version(path):
-    """The version key a test file is dedicated to, or None."""
-    name = os.path.basename(path).lower()
-    if re.match(r"test_v5(?:0)?[_.]", name):
+def name_version(name):
+    """The version key a file or test name says it is dedicated to, or None:
+    test_v5_x.py, V5Test.test_x, test_x_v5 -> 5.0; test_v311_x.py, test_v31,
+    test_v3_x -> 3.1.1."""
+    name = name.lower()
+    if re.search(r"(?:^|[_.])v50?(?!\d)", name):
         return "5.0"
-    if re.match(r"test_v3(?:11|1|_1_1)?[_.]", name):
+    if re.search(r"(?:^|[_.])v3(?:11|1|_1_1)?(?!\d)", name):
         return "3.1.1"
     return None
+
+
+def file_version(path):
+    """The version key a test file is dedicated to, or None."""
+    return name_version(os.path.basename(path))
 
 
 def test_files():
@@ -204,9 +212,10 @@ def collect_tests(statements, problems):
     by_version = {k: {s.id: s for s in rows} for k, rows in statements.items()}
     for path in test_files():
         mentions = py_mentions(path) if path.endswith(".py") else c_mentions(path)
-        ver = file_version(path)
+        fver = file_version(path)
         for line, sid, name in mentions:
             ref = rel(path) + ("::" + name if name else "")
+            ver = fver or name_version(name.replace(".", "_"))
             targets = [ver] if ver else [k for k, _t, _f, _s in VERSIONS]
             hit = False
             for k in targets:
@@ -237,9 +246,10 @@ def render(statements):
     w("`tests/conformance/statements_v5.tsv`; a test covers a statement by naming")
     w("its id in brackets, e.g. `[MQTT-3.1.2-4]`, in its docstring or in a")
     w("comment inside it (Python tests under `tests/**/test_*.py`, C tests under")
-    w("`tests/**/test_*.c`). Tests in `test_v5_*` files count for MQTT 5.0 only,")
-    w("tests in `test_v311_*` files for MQTT 3.1.1 only, other tests for every")
-    w("version whose list has the id.")
+    w("`tests/**/test_*.c`). Tests in `test_v5_*` files (or named `*_v5_*`,")
+    w("`V5*Test`) count for MQTT 5.0 only, tests in `test_v311_*` files (or")
+    w("named `*_v311_*`, `V311*Test`) for MQTT 3.1.1 only, other tests for")
+    w("every version whose list has the id.")
     w("")
     w("Regenerate this file after changing a statement list or a test:")
     w("")

@@ -188,6 +188,47 @@ class BrokerTest(unittest.TestCase):
                 return out
             out.append(p)
 
+    def collect(self, c, quiet=1.0, first=5.0):
+        """Packets arriving on c: waits up to first seconds for one, then
+        until quiet seconds pass without another (for checks that expect at
+        least one packet, so a slow server does not fail them)."""
+        try:
+            p = c.recv_packet(first)
+        except TimeoutError:
+            return []
+        if p is None:
+            return []
+        return [p] + self.drain(c, quiet)
+
+    def publishes(self, c, quiet=1.0, first=5.0):
+        """The PUBLISH packets collect() gets."""
+        return [p for p in self.collect(c, quiet, first) if p.type == mr.PUBLISH]
+
+    def gather(self, clients, n, timeout=5.0, on_publish=None):
+        """Reads the clients until n PUBLISHes in total arrived (fails after
+        timeout seconds without progress); returns [(client index, PUBLISH)].
+        on_publish(client, packet) may acknowledge; PUBRELs get PUBCOMP."""
+        out = []
+        last = time.monotonic()
+        while len(out) < n:
+            if time.monotonic() - last > timeout:
+                self.fail("got %d of %d messages: %r" % (len(out), n, out))
+            for i, c in enumerate(clients):
+                try:
+                    p = c.recv_packet(0.05)
+                except TimeoutError:
+                    continue
+                self.assertIsNotNone(p, "server closed the connection")
+                last = time.monotonic()
+                if p.type == mr.PUBREL:
+                    c.send(pubcomp(p.packet_id))
+                    continue
+                self.assertEqual(p.type, mr.PUBLISH, p)
+                out.append((i, p))
+                if on_publish is not None:
+                    on_publish(c, p)
+        return out
+
     def assert_closed(self, c, reasons=None, timeout=5):
         """Asserts the server closes c. A DISCONNECT sent first must carry a
         Reason Code >= 0x80 (one of reasons, if given); it must be the last

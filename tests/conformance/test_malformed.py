@@ -28,7 +28,6 @@ import concurrent.futures
 import itertools
 import os
 import re
-import struct
 import sys
 import threading
 import time
@@ -40,8 +39,7 @@ from harness import Broker, REFERENCE  # noqa: E402
 import mqttraw as m  # noqa: E402
 from mqttraw import (  # noqa: E402
     RawClient, connect, publish, subscribe, unsubscribe, puback, pubrec,
-    pubrel, pubcomp, pingreq, disconnect, auth, raw, utf8, binary,
-    encode_varint, props_block, connect_ok,
+    pubrel, pubcomp, pingreq, disconnect, auth, raw, utf8, connect_ok,
 )
 
 VNAME = {3: "v31", 4: "v311", 5: "v5"}

@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from v311util import (V, T, MOSQUITTO, V311Case, cid, topic, m, connect, publish,
+from v311util import (V, T, V311Case, cid, topic, m, connect, publish,
                       subscribe, pingreq, disconnect, raw, utf8, main)
 
 

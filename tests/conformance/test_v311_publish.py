@@ -3,10 +3,8 @@ retained messages, ordering and re-delivery.
 
 Each test names the normative statements it covers ([MQTT-x.x.x-y]).
 """
-import socket
-
 from v311util import (V, T, V311Case, cid, topic, m, connect, publish, puback, pubrec,
-                      pubrel, pubcomp, disconnect, raw, utf8, main)
+                      pubrel, pubcomp, raw, utf8, main)
 
 
 class QoSFlows(V311Case):

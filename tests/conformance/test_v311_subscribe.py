@@ -5,7 +5,7 @@ Each test names the normative statements it covers ([MQTT-x.x.x-y]).
 """
 import unittest
 
-from v311util import (V, T, MOSQUITTO, V311Case, cid, topic, m, publish, subscribe,
+from v311util import (V, T, MOSQUITTO, V311Case, topic, m, subscribe,
                       unsubscribe, pubrec, pubcomp, raw, utf8, main)
 
 

@@ -43,27 +43,18 @@ class ConnectTest(BrokerTest):
         if p is not None:
             self.assertEqual(p.reason, mr.RC_UNSUPPORTED_PROTOCOL_VERSION, p)
 
-    def test_unsupported_protocol_version_closed(self):
-        """Protocol Version 6 is refused and the connection closed
-        [MQTT-3.1.2-2]."""
+    def test_unsupported_protocol_version(self):
+        """Protocol Version 6 is refused and the connection closed; a CONNACK
+        sent first has Reason Code 0x84, or 0x01 (the code MQTT 3.1.1 requires
+        of a multi-version server for a level it does not support)
+        [MQTT-3.1.2-2] [MQTT-3.14.0-1]."""
         c = self.raw_client()
         c.send(connect(self.cid(), proto_level=6))
         self.assertTrue(c.expect_closed(), "server kept the connection open")
         for p in c.received:
             self.assertEqual(p.type, mr.CONNACK, c.received)
-            self.assertNotEqual(p.body[1:2], b"\x00", "CONNECT v6 accepted")
-
-    @skip_on_mosquitto("answers an unknown protocol version with the MQTT 3.1.1 "
-                       "CONNACK code 0x01 instead of 0x84")
-    def test_unsupported_protocol_version_connack_code(self):
-        """If a CONNACK refuses an unsupported Protocol Version its Reason
-        Code is 0x84 [MQTT-3.1.2-2]."""
-        c = self.raw_client()
-        c.send(connect(self.cid(), proto_level=6))
-        self.assertTrue(c.expect_closed())
-        for p in c.received:
-            self.assertEqual(p.type, mr.CONNACK)
-            self.assertEqual(p.body[1], mr.RC_UNSUPPORTED_PROTOCOL_VERSION, p)
+            self.assertIn(p.body[1], (mr.RC_UNSUPPORTED_PROTOCOL_VERSION, 0x01), p)
+        self.assertLessEqual(len(c.received), 1)
 
     def test_reserved_connect_flag(self):
         """The reserved Connect Flag must be 0, else Malformed Packet
@@ -208,7 +199,10 @@ class ConnectTest(BrokerTest):
         first = self.recv(c)
         self.assertEqual(first.type, mr.CONNACK, first)
         self.assertEqual(first.reason, 0)
-        rest = self.drain(c, 1.0)
+        rest = []
+        while {mr.SUBACK, mr.PINGRESP, mr.PUBACK, mr.PUBLISH} - {p.type for p in rest}:
+            rest.append(self.recv(c))
+        rest += self.drain(c, 0.5)
         types = sorted(p.type for p in rest)
         self.assertNotIn(mr.CONNACK, types)
         for want in (mr.SUBACK, mr.PINGRESP, mr.PUBACK, mr.PUBLISH):
@@ -265,7 +259,7 @@ class ConnectTest(BrokerTest):
         self.subscribe(c, t, 1)
         self.publish_q1(c, t, b"x", packet_id=5)
         c.send(pingreq())
-        got = self.drain(c, 0.5)
+        got = self.collect(c, 0.5)
         self.assertNotIn(mr.AUTH, [p.type for p in got])
 
     def test_request_response_information_0(self):
@@ -288,10 +282,10 @@ class ConnectTest(BrokerTest):
         c.send(subscribe(3, [(t, 2), (t + "/a/#", 1)]))
         c.send(unsubscribe(4, [t + "/never", t]))
         c.send(publish("$SYS/conformance", b"x", qos=1, packet_id=5))
-        got = self.drain(c, 1.0)
-        types = [p.type for p in got]
-        for want in (mr.PUBACK, mr.PUBREC, mr.PUBCOMP, mr.SUBACK, mr.UNSUBACK):
-            self.assertIn(want, types, got)
+        got = []
+        while {mr.PUBACK, mr.PUBREC, mr.PUBCOMP, mr.SUBACK, mr.UNSUBACK} - {p.type for p in got}:
+            got.append(self.recv(c))
+        got += self.drain(c, 0.5)
         for p in got:
             if p.type in (mr.PUBLISH, mr.CONNACK, mr.DISCONNECT):
                 continue

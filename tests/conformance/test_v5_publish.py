@@ -163,7 +163,7 @@ class PublishTest(BrokerTest):
         self.assertEqual(self.recv(p, mr.PUBREC).packet_id, 4)
         p.send(pubrel(4))
         self.assertEqual(self.recv(p, mr.PUBCOMP).packet_id, 4)
-        got = self.drain(s, 1.0)
+        got = self.collect(s)
         for m in got:
             if m.qos == 2:
                 s.send(pubrec(m.packet_id))
@@ -242,6 +242,17 @@ class PublishTest(BrokerTest):
         c = self.connect()
         c.send(raw(0x36, utf8(self.topic()) + b"\x00\x01\x00x"))
         self.assert_closed(c, reasons={0x81})
+
+    def test_pubrel_reserved_flags(self):
+        """A PUBREL whose fixed header flags are not 0010 is malformed: the
+        connection is closed [MQTT-3.6.1-1] [MQTT-2.1.3-1]."""
+        for first in (0x60, 0x63, 0x6A):
+            with self.subTest(first=hex(first)):
+                c = self.connect(self.cid("%x" % first))
+                c.send(publish(self.topic(), b"x", qos=2, packet_id=1))
+                self.recv(c, mr.PUBREC)
+                c.send(raw(first, b"\x00\x01"))
+                self.assert_closed(c, reasons={0x81})
 
     def test_wildcard_topic_name_refused(self):
         """A Topic Name with a wildcard is refused: the connection is closed
@@ -338,7 +349,7 @@ class PublishTest(BrokerTest):
         self.assertEqual(self.recv(s, mr.SUBACK).reasons, [1, 2, 0])
         p = self.connect(self.cid("p"))
         self.publish_q2(p, t + "/x", b"m")
-        got = self.drain(s, 1.0)
+        got = self.collect(s)
         qos = [m.qos for m in got if m.type == mr.PUBLISH]
         self.assertTrue(qos, "nothing delivered")
         self.assertEqual(max(qos), 2, got)
@@ -359,7 +370,7 @@ class PublishTest(BrokerTest):
         self.subscribe(s, t + "/x", 1, packet_id=3)        # no identifier
         p = self.connect(self.cid("p"))
         self.publish_q1(p, t + "/x", b"m")
-        got = [m for m in self.drain(s, 1.0) if m.type == mr.PUBLISH]
+        got = self.publishes(s)
         for m in got:
             s.send(puback(m.packet_id))
         self.assertTrue(got)
@@ -460,7 +471,7 @@ class RetainTest(BrokerTest):
         s = self.connect(self.cid("s"))
         s.send(subscribe(1, [(t, 1), (t + "/n", 1)]))
         self.recv(s, mr.SUBACK)
-        got = self.drain(s, 1.0)
+        got = self.collect(s)
         self.assertEqual([m.payload for m in got if m.type == mr.PUBLISH], [b"retained"])
         p.send(publish(t, b"", retain=True))
 
@@ -478,7 +489,7 @@ class RetainTest(BrokerTest):
                 for expect in (first, again):
                     s.send(subscribe(1, [(t + "/+", opts(1, rh=rh))]))
                     self.recv(s, mr.SUBACK)
-                    got = [m for m in self.drain(s, 0.7) if m.type == mr.PUBLISH]
+                    got = self.publishes(s, 0.7, 5.0 if expect else 0.7)
                     for m in got:
                         s.send(puback(m.packet_id))
                         self.assertTrue(m.retain, m)
@@ -535,7 +546,7 @@ class MessageExpiryTest(BrokerTest):
         self.publish_q1(p, t, b"forever", packet_id=2)
         time.sleep(2.2)
         s = self._reconnect(cid)
-        got = [m.payload for m in self.drain(s, 1.0) if m.type == mr.PUBLISH]
+        got = [m.payload for m in self.publishes(s)]
         self.assertEqual(got, [b"forever"])
 
     def test_expiry_interval_decremented(self):
@@ -558,7 +569,7 @@ class MessageExpiryTest(BrokerTest):
         self.assertGreater(m.props.get(mr.MESSAGE_EXPIRY_INTERVAL), 0, m)
         s.send(puback(m.packet_id))
         r = self.subscriber(t + "/+", 1, client_id=self.cid("r"))
-        got = [x for x in self.drain(r, 1.0) if x.type == mr.PUBLISH]
+        got = self.publishes(r)
         self.assertEqual([x.payload for x in got], [b"r"], "expired retained message sent")
         self.assertLessEqual(got[0].props.get(mr.MESSAGE_EXPIRY_INTERVAL), 28)
         p.send(publish(t + "/r", b"", retain=True))

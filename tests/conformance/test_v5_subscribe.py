@@ -226,12 +226,12 @@ class UnsubscribeTest(BrokerTest):
         self.assertEqual(self.recv(c, mr.UNSUBACK).reasons, [0x11, 0x11, 0x11])
         p = self.connect(self.cid("p"))
         p.send(publish(t + "/b", b"1"))
-        got = [m for m in self.drain(c, 0.7) if m.type == mr.PUBLISH]
+        got = self.publishes(c, 0.7)
         self.assertTrue(got)
         c.send(unsubscribe(3, [t + "/+"]))
         self.assertEqual(self.recv(c, mr.UNSUBACK).reasons, [0])
         p.send(publish(t + "/b", b"2") + publish(t + "/c", b"3"))
-        got = [m for m in self.drain(c, 0.7) if m.type == mr.PUBLISH]
+        got = self.publishes(c, 0.7)
         self.assertEqual([(m.payload, m.qos) for m in got], [(b"2", 0)])
 
     def test_unsubscribe_stops_new_messages(self):

@@ -85,7 +85,7 @@ class WillTest(BrokerTest):
         late = self.connect(self.cid("late"))
         late.send(subscribe(1, [(t + "/+", 0)]))
         self.recv(late, mr.SUBACK)
-        retained = [m for m in self.drain(late, 0.7) if m.type == mr.PUBLISH]
+        retained = self.publishes(late, 0.7)
         self.assertEqual([(m.topic, m.payload, m.retain) for m in retained], [(t + "/kept", b"k", True)])
         s.send(publish(t + "/kept", b"", retain=True))
 

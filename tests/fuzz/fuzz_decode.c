@@ -284,6 +284,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(reason == 0 && used >= 2 && used <= size - off);
 			CHECK(!ctx->max_packet_size || used <= ctx->max_packet_size);
 			check_decoded(&pkt, used);
+			/* Every proper prefix of a packet that decodes asks for more. */
+			for (size_t k = 0; k < used; k++) {
+				mqbi_packet tmp;
+				size_t u2;
+				uint8_t r2;
+				CHECK(mqbi_decode(data + off, k, ctx, &tmp, &u2, &r2) ==
+				      MQBI_DEC_NEED_MORE);
+			}
 			reencode(&pkt, ctx, used);
 			off += used;
 		}

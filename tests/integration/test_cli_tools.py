@@ -1,5 +1,4 @@
 """mosquitto_pub / mosquitto_sub (MQTT 3.1.1 and 5.0) interoperating with paho."""
-import os
 import shutil
 import signal
 import subprocess

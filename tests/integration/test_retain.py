@@ -1,8 +1,8 @@
 """Retained messages."""
 import unittest
 
-from mqtt_util import (DISCONNECT, MQTTv5, MQTTv31, MQTTv311, PUBLISH, RETAIN_AVAILABLE, VNAME,
-                       BrokerTest, SubscribeOptions, disconnect_packet, sub_opts, uid)
+from mqtt_util import (MQTTv5, MQTTv31, MQTTv311, RETAIN_AVAILABLE, VNAME, BrokerTest,
+                       disconnect_packet, sub_opts, uid)
 
 
 class RetainTest(BrokerTest):

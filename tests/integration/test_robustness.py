@@ -1,10 +1,9 @@
 """The broker keeps serving other clients while one client misbehaves."""
 import socket
 import threading
-import time
 import unittest
 
-from mqtt_util import (PUBLISH, MQTTv5, MQTTv311, BrokerTest, Closed, Raw, uid)
+from mqtt_util import (MQTTv5, MQTTv311, BrokerTest, Raw, uid)
 
 
 class MisbehavingClientTest(BrokerTest):

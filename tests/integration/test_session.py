@@ -3,8 +3,8 @@ v5 session expiry, session takeover."""
 import time
 import unittest
 
-from mqtt_util import (DISCONNECT, MQTTv5, MQTTv31, MQTTv311, PUBLISH, SESSION_EXPIRY, VNAME,
-                       BrokerTest, PacketTypes, skip_mosquitto, props, uid, disconnect_packet)
+from mqtt_util import (MQTTv5, MQTTv31, MQTTv311, PUBLISH, SESSION_EXPIRY, VNAME, BrokerTest,
+                       PacketTypes, skip_mosquitto, props, uid, disconnect_packet)
 
 
 def v5_connect_props(expiry):
@@ -171,6 +171,21 @@ class OfflineQos0Test(BrokerTest):
         self.sync(c, p, t, qos=0)
         got = sorted(m.payload for m in c.messages if not m.payload.startswith(b"sync"))
         self.assertEqual(got, [b"qos0", b"qos1"] if store else [b"qos1"])
+
+    @skip_mosquitto("queue_qos0_messages defaults to false (ours: mqtt.mqueue_store_qos0 "
+                    "defaults to true)")
+    def test_offline_qos0_queued_by_default(self):
+        t = "q0def/" + uid()
+        cid = self.offline_session(t, 1, version=4)
+        p = self.client(version=MQTTv311)
+        p.publish(t, b"qos0", qos=0)
+        c = self.client(client_id=cid, version=MQTTv311, clean=False)
+        c.wait_payload(b"qos0")
+        c.disconnect()
+        self.end_session(cid, MQTTv311)
+
+    def end_session(self, cid, version):
+        self.client(client_id=cid, version=version, clean=True).disconnect()
 
     def test_offline_qos0_queued_when_enabled(self):
         self.run_case(True)

@@ -4,11 +4,10 @@ Maximum Packet Size."""
 import time
 import unittest
 
-from mqtt_util import (CONTENT_TYPE, CORRELATION_DATA, MAXIMUM_PACKET_SIZE, MESSAGE_EXPIRY,
-                       PAYLOAD_FORMAT, PUBACK, PUBLISH, RECEIVE_MAXIMUM, RESPONSE_TOPIC,
-                       SESSION_EXPIRY, SUBSCRIPTION_ID, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM,
-                       USER_PROPERTY, MQTTv5, MQTTv311, BrokerTest, PacketTypes,
-                       disconnect_packet, props, skip_mosquitto, sub_opts, uid)
+from mqtt_util import (CONTENT_TYPE, MAXIMUM_PACKET_SIZE, PUBACK, PUBLISH, RECEIVE_MAXIMUM,
+                       SUBSCRIPTION_ID, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM, USER_PROPERTY,
+                       MQTTv5, MQTTv311, BrokerTest, PacketTypes, disconnect_packet, props,
+                       skip_mosquitto, uid)
 
 
 class TopicAliasTest(BrokerTest):

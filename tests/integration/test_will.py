@@ -2,8 +2,8 @@
 import time
 import unittest
 
-from mqtt_util import (CONTENT_TYPE, MESSAGE_EXPIRY, SESSION_EXPIRY, USER_PROPERTY, WILL_DELAY,
-                       MQTTv5, BrokerTest, Closed, skip_mosquitto, uid)
+from mqtt_util import (CONTENT_TYPE, MESSAGE_EXPIRY, SESSION_EXPIRY, USER_PROPERTY,
+                       WILL_DELAY, MQTTv5, BrokerTest, skip_mosquitto, uid)
 
 
 class WillTest(BrokerTest):
@@ -63,7 +63,7 @@ class WillTest(BrokerTest):
     def test_will_on_keepalive_timeout(self):
         t = "willk/" + uid()
         s = self.watcher(t)
-        r = self.raw(version=4, keepalive=2, will={"topic": t, "payload": b"ka", "qos": 1})
+        self.raw(version=4, keepalive=2, will={"topic": t, "payload": b"ka", "qos": 1})
         t0 = time.time()
         m = s.wait_messages(1, timeout=15)[0]
         self.assertEqual(m.payload, b"ka")

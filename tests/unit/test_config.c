@@ -320,6 +320,9 @@ START_TEST(unknown_keys)
 	ck_assert_str_eq(err, "key 'mqtt.max_qos': unknown key");
 	ck_assert_int_eq(set("allow_anonymus", "true"), MQB_ERR_NOTFOUND);
 	ck_assert_str_eq(err, "key 'allow_anonymus': unknown key; did you mean 'allow_anonymous'?");
+	ck_assert_int_eq(set("listner.tcp.default", "1"), MQB_ERR_NOTFOUND);
+	ck_assert_str_eq(err, "key 'listner.tcp.default': unknown key; "
+	                      "did you mean 'listener.tcp.default'?");
 	ck_assert_int_eq(set("totally.different", "1"), MQB_ERR_NOTFOUND);
 	ck_assert_str_eq(err, "key 'totally.different': unknown key");
 	ck_assert_int_eq(set("", "1"), MQB_ERR_NOTFOUND);
