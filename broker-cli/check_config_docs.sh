@@ -3,7 +3,7 @@
 # Fails when CONFIG.md differs from what `broker-cli --config-docs` prints.
 cli="$1"
 doc="$2"
-tmp="${TMPDIR:-/tmp}/config-docs.$$"
+tmp=$(mktemp) || exit 1
 trap 'rm -f "$tmp"' EXIT
 "$cli" --config-docs >"$tmp" || { echo "$cli --config-docs failed" >&2; exit 1; }
 if ! diff -u "$doc" "$tmp"; then

@@ -1139,7 +1139,6 @@ MQB_API mqb_err mqb_config_set_bool(mqb_config *cfg, const char *key, int value)
 
 MQB_API mqb_err mqb_config_get(const mqb_config *cfg, const char *key, char *buf, size_t buflen)
 {
-	char tmp[128];
 	if (!cfg || !key)
 		return MQB_ERR_INVAL;
 	int k = find_fixed(key);
@@ -1157,8 +1156,9 @@ MQB_API mqb_err mqb_config_get(const mqb_config *cfg, const char *key, char *buf
 	if (!lk.sub) {
 		/* Any well-formed listener name is a valid key: absent means off. */
 		if (l)
-			format_address(l, tmp, sizeof tmp);
-		snprintf(buf, buflen, "%s", l ? tmp : "off");
+			format_address(l, buf, buflen);
+		else
+			snprintf(buf, buflen, "off");
 		return MQB_OK;
 	}
 	const listener_subkey *s = find_subkey(lk.family, lk.sub);

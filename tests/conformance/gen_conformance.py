@@ -45,7 +45,7 @@ BINDS = ("server", "client", "none")
 ID_RE = re.compile(r"\[(MQTT-\d+(?:\.\d+)*-\d+)\]")
 C_FUNC_RE = re.compile(
     r"^(?:START_TEST\s*\(\s*(\w+)\s*\)"            # check.h test
-    r"|(?:static\s+|inline\s+)*[A-Za-z_][\w \t\*]*?\b(\w+)\s*\([^;]*$)")
+    r"|(?:[A-Za-z_][\w \t\*]*[ \t\*])?(\w+)\s*\([^;=]*$)")
 
 
 class Statement:
