@@ -26,10 +26,18 @@ mqbi_worker *mqbi_home_worker(mqb_broker *b, const char *client_id, size_t len)
 	return &b->workers[mqbi_strmap_hash(client_id, len) % b->nworkers];
 }
 
-static void load_limits(mqb_broker *b)
+struct mqbi_limits_version {
+	struct mqbi_limits_version *next;
+	mqbi_limits lim;
+};
+
+/* Publishes a new set of limits read from c (see mqbi_lim()). */
+static mqb_err load_limits(mqb_broker *b, const mqb_config *c)
 {
-	const mqb_config *c = b->cfg;
-	mqbi_limits *l = &b->lim;
+	struct mqbi_limits_version *v = mqbi_calloc(&b->alloc, sizeof(*v));
+	if (!v)
+		return MQB_ERR_NOMEM;
+	mqbi_limits *l = &v->lim;
 	l->max_packet_size = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_PACKET_SIZE);
 	l->max_clientid_len = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_CLIENTID_LEN);
 	l->max_topic_levels = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_TOPIC_LEVELS);
@@ -62,6 +70,11 @@ static void load_limits(mqb_broker *b)
 		l->receive_max = 1;
 	if (l->max_inflight == 0)
 		l->max_inflight = 1;
+	l->drain_timeout = (uint64_t)mqbi_cfg_int(c, MQBI_K_DRAIN_TIMEOUT);
+	v->next = b->limit_versions;
+	b->limit_versions = v;
+	atomic_store_explicit(&b->limits, &v->lim, memory_order_release);
+	return MQB_OK;
 }
 
 static void before_sleep(mqbi_loop *l, void *user)
@@ -99,6 +112,11 @@ static void worker_fini(mqb_broker *b, mqbi_worker *w)
 {
 	while (w->clients)
 		mqbi_client_free(w->clients);
+	while (w->dead) {
+		mqbi_client *c = w->dead;
+		w->dead = c->next;
+		mqbi_client_free(c);
+	}
 	/* End every session still homed here (sessions with expiry outlive their
 	 * clients until the broker goes). */
 	size_t pos = 0;
@@ -149,7 +167,11 @@ MQB_API mqb_err mqb_broker_create(mqb_broker **out, const mqb_config *cfg)
 		return err;
 	}
 	mqbi_cfg_log(b->cfg, &b->log_fn, &b->log_user, &b->log_level);
-	load_limits(b);
+	if ((err = load_limits(b, b->cfg))) {
+		mqb_config_destroy(b->cfg);
+		mqbi_free(a, b);
+		return err;
+	}
 	snprintf(b->node, sizeof b->node, "%s", mqbi_cfg_str(b->cfg, MQBI_K_NODE_NAME));
 	atomic_init(&b->state, MQBI_BS_CREATED);
 	atomic_init(&b->next_uid, 1);
@@ -179,14 +201,16 @@ fail:
 	return err;
 }
 
-MQB_API mqb_err mqb_broker_set_enhanced_auth(mqb_broker *b, mqb_enhanced_auth_fn fn, void *user)
+MQB_API mqb_err mqb_broker_set_hooks(mqb_broker *b, const mqb_hooks *hooks)
 {
 	if (!b)
 		return MQB_ERR_INVAL;
 	if (atomic_load(&b->state) != MQBI_BS_CREATED)
 		return MQB_ERR_STATE;
-	b->auth_fn = fn;
-	b->auth_user = user;
+	if (hooks)
+		b->hooks = *hooks;
+	else
+		memset(&b->hooks, 0, sizeof b->hooks);
 	return MQB_OK;
 }
 
@@ -345,6 +369,11 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 	mqbi_trie_destroy(b->trie);
 	mqbi_free(&a, b->listeners);
 	mqb_config_destroy(b->cfg);
+	while (b->limit_versions) {
+		struct mqbi_limits_version *v = b->limit_versions;
+		b->limit_versions = v->next;
+		mqbi_free(&a, v);
+	}
 	pthread_mutex_destroy(&b->state_lock);
 	pthread_cond_destroy(&b->state_cond);
 	mqbi_free(&a, b);
@@ -401,7 +430,7 @@ MQB_API mqb_err mqb_broker_publish(mqb_broker *b, const char *topic, const void 
 		return MQB_ERR_INVAL;
 	if (atomic_load(&b->state) != MQBI_BS_RUNNING)
 		return MQB_ERR_STATE;
-	if (retain && !b->lim.retain_available)
+	if (retain && !mqbi_lim(b)->retain_available)
 		return MQB_ERR_DENIED;
 	host_publish *hp = mqbi_malloc(&b->alloc, sizeof(*hp));
 	if (!hp)

@@ -124,7 +124,7 @@ void mqbi_client_timer_fn(mqbi_loop *l, mqbi_timer *t)
 	if (c->state != MQBI_CS_CONNECTED || c->keepalive == 0)
 		return;
 	/* [MQTT-3.1.2-22]: one and a half times the keep alive (configurable). */
-	uint64_t limit = (uint64_t)c->keepalive * b->lim.keepalive_backoff;
+	uint64_t limit = (uint64_t)c->keepalive * mqbi_lim(b)->keepalive_backoff;
 	uint64_t now = mqbi_loop_now(l);
 	if (now - c->last_rx >= limit) {
 		mqbi_client_disconnect(c, MQBI_RC_KEEPALIVE_TIMEOUT, "keep alive timeout");
@@ -195,7 +195,7 @@ static void assign_client_id(mqbi_client *c)
 
 static bool anonymous_allowed(const mqbi_client *c)
 {
-	switch (c->w->broker->lim.allow_anonymous) {
+	switch (mqbi_lim(c->w->broker)->allow_anonymous) {
 	case MQBI_ANON_TRUE:
 		return true;
 	case MQBI_ANON_FALSE:
@@ -218,13 +218,13 @@ static void enhanced_auth_step(mqbi_client *c, const mqbi_bytes *data, bool reau
 	mqb_verdict v = MQB_IGNORE;
 	uint8_t *out = NULL;
 	size_t outlen = 0;
-	if (b->auth_fn) {
+	if (b->hooks.enhanced_auth) {
 		mqb_auth_exchange ex = {.client_id = c->client_id ? c->client_id : "",
 		                        .method = c->auth_method,
 		                        .data = data ? data->ptr : NULL,
 		                        .data_len = data ? data->len : 0,
 		                        .reauth = reauth};
-		v = b->auth_fn(b->auth_user, &ex, &out, &outlen);
+		v = b->hooks.enhanced_auth(b->hooks.user, &ex, &out, &outlen);
 	}
 	if (v == MQB_PENDING) {
 		mqbi_packet p = {.type = MQBI_AUTH};
@@ -270,7 +270,7 @@ static bool handle_connect(mqbi_client *c, const mqbi_connect *cn, const uint8_t
                            size_t rawlen, size_t restlen)
 {
 	mqb_broker *b = c->w->broker;
-	const mqbi_limits *lim = &b->lim;
+	const mqbi_limits *lim = mqbi_lim(b);
 	c->level = cn->level;
 	c->request_problem_info = true;
 	if (cn->level == MQBI_V5) {
@@ -354,7 +354,7 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 {
 	mqbi_worker *w = c->w;
 	mqb_broker *b = w->broker;
-	const mqbi_limits *lim = &b->lim;
+	const mqbi_limits *lim = mqbi_lim(b);
 	uint64_t now = mqbi_loop_now(w->loop);
 	mqbi_props ack = {0};
 
@@ -542,7 +542,7 @@ static void handle_auth(mqbi_client *c, const mqbi_reason_packet *ap)
 		mqbi_packet pkt;
 		size_t used;
 		uint8_t reason;
-		mqbi_dec_ctx ctx = {.from_client = true, .max_packet_size = b->lim.max_packet_size};
+		mqbi_dec_ctx ctx = {.from_client = true, .max_packet_size = mqbi_lim(b)->max_packet_size};
 		if (mqbi_decode(c->pending_connect, c->pending_connect_len, &ctx, &pkt, &used,
 		                &reason) != MQBI_DEC_OK)
 			return mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
@@ -568,8 +568,8 @@ static void handle_disconnect(mqbi_client *c, const mqbi_reason_packet *d)
 			        c, MQBI_RC_PROTOCOL_ERROR,
 			        "session expiry set on DISCONNECT after 0 in CONNECT");
 		uint32_t e = d->props.session_expiry;
-		if (b->lim.max_session_expiry && e > b->lim.max_session_expiry)
-			e = b->lim.max_session_expiry;
+		if (mqbi_lim(b)->max_session_expiry && e > mqbi_lim(b)->max_session_expiry)
+			e = mqbi_lim(b)->max_session_expiry;
 		c->session->expiry = e;
 	}
 	/* A normal disconnect discards the will [MQTT-3.14.4-3]; 0x04 keeps it. */
@@ -686,7 +686,7 @@ long mqbi_client_process(mqbi_client *c, const uint8_t *buf, size_t len)
 			return -1;
 		}
 		size_t total = hl + rem;
-		if (total > b->lim.max_packet_size) {
+		if (total > mqbi_lim(b)->max_packet_size) {
 			/* [MQTT-3.2.2-?]/[MQTT-4.13]: refuse before buffering it. */
 			MQBI_COUNT(w->m.malformed, 1);
 			if (c->state == MQBI_CS_CONNECTING) {
@@ -707,8 +707,8 @@ long mqbi_client_process(mqbi_client *c, const uint8_t *buf, size_t len)
 			break;
 		mqbi_dec_ctx ctx = {.level = c->level ? c->level : MQBI_V311,
 		                    .from_client = true,
-		                    .max_packet_size = b->lim.max_packet_size,
-		                    .topic_alias_max = b->lim.max_topic_alias};
+		                    .max_packet_size = mqbi_lim(b)->max_packet_size,
+		                    .topic_alias_max = mqbi_lim(b)->max_topic_alias};
 		mqbi_packet pkt;
 		size_t used = 0;
 		uint8_t reason = MQBI_RC_MALFORMED;

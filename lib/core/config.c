@@ -150,6 +150,10 @@ static const cfg_def registry[] = {
                                       "Subscriptions per client; 0 = unlimited.", true},
         [MQBI_K_SYS_INTERVAL] = {"sys.interval", CFG_DURATION, "1m", 0, MS_DAY, NULL,
                                  "Period of the $SYS statistics messages; 0 = none.", true},
+        [MQBI_K_DRAIN_TIMEOUT] = {"node.drain_timeout", CFG_DURATION, "5s", 0, MS_DAY, NULL,
+                                  "At stop, how long clients' pending output may take to flush "
+                                  "before their connections close.",
+                                  true},
 };
 _Static_assert(sizeof registry / sizeof registry[0] == MQBI_K__COUNT,
                "every mqbi_cfg_key needs a registry row");
@@ -1500,6 +1504,12 @@ fail:
 }
 
 /* ---- internal interface ---- */
+
+bool mqbi_cfg_key_runtime(const char *key)
+{
+	int k = find_fixed(key);
+	return k >= 0 && registry[k].runtime;
+}
 
 int64_t mqbi_cfg_int(const mqb_config *c, mqbi_cfg_key k)
 {

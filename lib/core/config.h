@@ -51,7 +51,8 @@ typedef enum mqbi_cfg_key {
 	MQBI_K_IDLE_TIMEOUT, /* mqtt.idle_timeout               duration 15s: time to send CONNECT
 	                      */
 	MQBI_K_MAX_SUBSCRIPTIONS, /* mqtt.max_subscriptions          int     0 = unlimited */
-	MQBI_K_SYS_INTERVAL, /* sys.interval                    duration 1m (0 = no $SYS stats) */
+	MQBI_K_SYS_INTERVAL,  /* sys.interval              duration 1m (0 = no $SYS stats) */
+	MQBI_K_DRAIN_TIMEOUT, /* node.drain_timeout        duration 5s: output flush time at stop */
 	MQBI_K__COUNT
 } mqbi_cfg_key;
 
@@ -85,6 +86,9 @@ const mqbi_listener_cfg *mqbi_cfg_listener(const mqb_config *c, size_t i);
 
 const mqb_allocator *mqbi_cfg_allocator(const mqb_config *c);
 void mqbi_cfg_log(const mqb_config *c, mqb_log_fn *fn, void **user, mqb_log_level *level);
+
+/* True if the key (a fixed key's name) takes effect without a restart. */
+bool mqbi_cfg_key_runtime(const char *key);
 
 /* Deep copy (the broker keeps its own). */
 mqb_err mqbi_config_clone(const mqb_config *src, mqb_config **out);

@@ -310,14 +310,20 @@ typedef struct mqbi_limits {
 	uint32_t max_subscriptions;
 	uint64_t sys_interval;
 	uint8_t allow_anonymous;
+	uint64_t drain_timeout;
 } mqbi_limits;
+
+static inline const mqbi_limits *mqbi_lim(const mqb_broker *b);
 
 enum { MQBI_BS_CREATED = 0, MQBI_BS_RUNNING, MQBI_BS_STOPPING, MQBI_BS_STOPPED };
 
 struct mqb_broker {
 	mqb_allocator alloc;
 	mqb_config *cfg;
-	mqbi_limits lim;
+	/* Replaced as a whole by mqb_broker_reconfigure(); old versions are kept
+	 * until destroy, so a reader never sees one freed. */
+	_Atomic(const mqbi_limits *) limits;
+	struct mqbi_limits_version *limit_versions;
 	mqb_log_fn log_fn;
 	void *log_user;
 	mqb_log_level log_level;
@@ -336,10 +342,14 @@ struct mqb_broker {
 	uint64_t started_at;   /* monotonic ms */
 	uint64_t started_wall; /* unix ms */
 	_Atomic uint64_t next_uid;
-	mqb_enhanced_auth_fn auth_fn;
-	void *auth_user;
+	mqb_hooks hooks;
 	_Atomic size_t retained_count_hint;
 };
+
+static inline const mqbi_limits *mqbi_lim(const mqb_broker *b)
+{
+	return atomic_load_explicit(&b->limits, memory_order_acquire);
+}
 
 /* ---- Functions shared across lib/core and lib/net ----------------------- */
 

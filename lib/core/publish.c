@@ -185,7 +185,7 @@ static void visit_group(void *user, mqbi_share_group *g)
 	route_ctx *rc = user;
 	mqb_broker *b = rc->w->broker;
 	uint32_t start;
-	switch (b->lim.share_strategy) {
+	switch (mqbi_lim(b)->share_strategy) {
 	case MQBI_SHARE_RANDOM:
 		start = mqbi_random(rc->w) % g->count;
 		break;
@@ -213,7 +213,7 @@ static void visit_group(void *user, mqbi_share_group *g)
 			break;
 		}
 	}
-	if (b->lim.share_strategy == MQBI_SHARE_STICKY)
+	if (mqbi_lim(b)->share_strategy == MQBI_SHARE_STICKY)
 		atomic_store_explicit(&g->cursor, pick, memory_order_relaxed);
 	take(rc, g->members[pick].owner, &g->members[pick], false);
 }
@@ -407,7 +407,7 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 {
 	mqbi_worker *w = c->w;
 	mqb_broker *b = w->broker;
-	const mqbi_limits *lim = &b->lim;
+	const mqbi_limits *lim = mqbi_lim(b);
 	mqbi_session *s = c->session;
 	MQBI_COUNT(w->m.messages_received, 1);
 

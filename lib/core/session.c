@@ -270,7 +270,7 @@ static uint16_t next_packet_id(mqbi_session *s)
 
 static uint32_t window(const mqbi_session *s)
 {
-	uint32_t w = s->home->broker->lim.max_inflight;
+	uint32_t w = mqbi_lim(s->home->broker)->max_inflight;
 	if (s->client && s->client->receive_max_out < w)
 		w = s->client->receive_max_out;
 	return w;
@@ -389,14 +389,14 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 			drop(s, &d, "out of memory");
 		return;
 	}
-	if (qos == 0 && (c || !b->lim.mqueue_store_qos0)) {
+	if (qos == 0 && (c || !mqbi_lim(b)->mqueue_store_qos0)) {
 		/* Connected but congested, or offline without QoS 0 queueing. */
 		MQBI_COUNT(s->home->m.messages_dropped, 1);
 		MQBI_COUNT(s->home->m.messages_dropped_qos0, 1);
 		return;
 	}
 	/* Queue it, within the limits; QoS 0 goes first when full. */
-	const mqbi_limits *lim = &b->lim;
+	const mqbi_limits *lim = mqbi_lim(b);
 	bool full = (lim->max_mqueue_len && s->queue.count >= lim->max_mqueue_len) ||
 	            (lim->max_mqueue_bytes &&
 	             s->queue.bytes + msg->payload_len > lim->max_mqueue_bytes);
@@ -453,7 +453,7 @@ bool mqbi_session_awaiting_rel_remove(mqbi_session *s, uint16_t packet_id)
 
 mqb_err mqbi_session_awaiting_rel_add(mqbi_session *s, uint16_t packet_id, uint64_t now)
 {
-	const mqbi_limits *lim = &s->home->broker->lim;
+	const mqbi_limits *lim = mqbi_lim(s->home->broker);
 	/* Forget exchanges whose PUBREL never came (await_rel_timeout). */
 	for (uint32_t i = 0; i < s->awaiting_rel_count;) {
 		if (lim->await_rel_timeout && now - s->awaiting_rel_at[i] >= lim->await_rel_timeout)

@@ -52,7 +52,7 @@ static uint8_t subscribe_one(mqbi_client *c, mqbi_bytes text, const mqbi_subopts
 {
 	mqbi_session *s = c->session;
 	mqb_broker *b = c->w->broker;
-	const mqbi_limits *lim = &b->lim;
+	const mqbi_limits *lim = mqbi_lim(b);
 	bool v5 = c->level == MQBI_V5;
 	const char *group, *filter;
 	size_t glen, flen;
@@ -113,7 +113,7 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	bool v5 = c->level == MQBI_V5;
 	uint32_t sub_id = 0;
 	if (v5 && mqbi_props_has(&sp->props, MQBI_PROP_SUB_ID)) {
-		if (!b->lim.sub_id_available)
+		if (!mqbi_lim(b)->sub_id_available)
 			return mqbi_client_disconnect(c, MQBI_RC_SUB_IDS_NOT_SUPPORTED,
 			                              "subscription identifiers are not supported");
 		sub_id = sp->props.sub_id;

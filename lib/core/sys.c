@@ -84,7 +84,7 @@ static void sys_tick(mqbi_loop *l, mqbi_timer *t)
 	publish_u64(w, "metrics/packets/sent", SUM(b, packets_sent));
 	publish_u64(w, "metrics/bytes/received", SUM(b, bytes_received));
 	publish_u64(w, "metrics/bytes/sent", SUM(b, bytes_sent));
-	mqbi_timer_start(l, t, b->lim.sys_interval, sys_tick);
+	mqbi_timer_start(l, t, mqbi_lim(b)->sys_interval, sys_tick);
 }
 
 void mqbi_sys_start(mqbi_worker *w)
@@ -94,8 +94,8 @@ void mqbi_sys_start(mqbi_worker *w)
 		return;
 	mqbi_sys_publish(w, "version", MQB_VERSION_STRING, true);
 	mqbi_sys_publish(w, "sysdescr", "libmqttbroker", true);
-	if (b->lim.sys_interval)
-		mqbi_timer_start(w->loop, &w->sys_timer, b->lim.sys_interval, sys_tick);
+	if (mqbi_lim(b)->sys_interval)
+		mqbi_timer_start(w->loop, &w->sys_timer, mqbi_lim(b)->sys_interval, sys_tick);
 }
 
 /* Appends s as a JSON string. */

@@ -91,7 +91,7 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	}
 	atomic_fetch_add(&ls->connections, 1);
 	list_insert(w, c);
-	mqbi_timer_start(w->loop, &c->timer, b->lim.idle_timeout, mqbi_client_timer_fn);
+	mqbi_timer_start(w->loop, &c->timer, mqbi_lim(b)->idle_timeout, mqbi_client_timer_fn);
 	mqbi_log(b, MQB_LOG_DEBUG, "net", c, "accepted on listener %s", ls->cfg.name);
 }
 
@@ -103,7 +103,7 @@ void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
 		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
 		return;
 	}
-	mqbi_timer_start(w->loop, &c->timer, w->broker->lim.idle_timeout, mqbi_client_timer_fn);
+	mqbi_timer_start(w->loop, &c->timer, mqbi_lim(w->broker)->idle_timeout, mqbi_client_timer_fn);
 	/* The bytes read on the accepting worker (CONNECT first) are processed here. */
 	if (c->rlen) {
 		long n = mqbi_client_process(c, c->rbuf, c->rlen);

@@ -6,15 +6,12 @@ each test unique client ids and topics, so the tests of a class share the
 broker without seeing each other's messages.
 """
 import itertools
-import os
 import time
 import unittest
 
 from harness import Broker, REFERENCE
 import mqttraw as mr
-from mqttraw import (RawClient, connect, publish, subscribe, unsubscribe,
-                     puback, pubrec, pubrel, pubcomp, pingreq, disconnect,
-                     raw, encode_varint, utf8)
+from mqttraw import RawClient, connect, publish, subscribe, pubrel, pubcomp, encode_varint
 
 MOSQUITTO = REFERENCE == "mosquitto"
 
@@ -151,6 +148,8 @@ class BrokerTest(unittest.TestCase):
         self.assertEqual(p.packet_id, pid)
         self.assertEqual(len(p.reasons), 1, p)
         self.assertLess(p.reasons[0], 0x80, "subscription to %r refused: %r" % (flt, p))
+        self.assertLessEqual(p.reasons[0], opts & 3, "granted more than requested: %r" % p)
+        c.suback = p
         return p
 
     def subscriber(self, flt, opts=0, sub_props=None, **kw):

@@ -2,7 +2,7 @@
 3.15, 4.12, 4.13). The enhanced-authentication exchange itself needs an AUTH
 hook in the broker, which broker-cli does not set; see the statement list."""
 import mqttraw as mr
-from mqttraw import connect, publish, subscribe, pingreq, disconnect, auth, raw, utf8
+from mqttraw import connect, publish, disconnect, auth, raw, utf8
 from raw_extra import BrokerTest, SERVER_DISCONNECT_CODES, main
 
 
@@ -29,7 +29,7 @@ class DisconnectTest(BrokerTest):
     def test_nothing_after_server_disconnect(self):
         """After its DISCONNECT the Server sends nothing more and closes the
         connection, even with messages pending for the Client
-        [MQTT-3.14.4-1] [MQTT-3.14.4-2]."""
+        [MQTT-3.14.4-1] [MQTT-3.14.4-2] [MQTT-4.13.2-1]."""
         t = self.topic()
         c = self.subscriber(t, 0)
         p = self.connect(self.cid("p"))

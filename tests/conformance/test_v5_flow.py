@@ -4,8 +4,7 @@ the size limits of every acknowledgement)."""
 import mqttraw as mr
 from mqttraw import (connect, publish, subscribe, unsubscribe, puback, pubrec,
                      pubrel, pubcomp, pingreq, disconnect)
-from raw_extra import (BrokerTest, RecordingClient, packet_size, skip_on_mosquitto,
-                       MOSQUITTO, main)
+from raw_extra import BrokerTest, RecordingClient, packet_size, skip_on_mosquitto, main
 
 
 class ReceiveMaximumTest(BrokerTest):

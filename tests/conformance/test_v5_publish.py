@@ -4,9 +4,9 @@ retained messages, forwarded properties, message expiry and ordering
 import time
 
 import mqttraw as mr
-from mqttraw import (connect, publish, subscribe, puback, pubrec, pubrel,
-                     pubcomp, pingreq, disconnect, raw, utf8)
-from raw_extra import (BrokerTest, MOSQUITTO, PUBACK_CODES, PUBREC_CODES,
+from mqttraw import (publish, subscribe, puback, pubrec, pubrel, pubcomp,
+                     pingreq, disconnect, raw, utf8)
+from raw_extra import (BrokerTest, PUBACK_CODES, PUBREC_CODES,
                        PUBREL_CODES, PUBCOMP_CODES, skip_on_mosquitto, opts, main)
 
 
@@ -346,13 +346,14 @@ class PublishTest(BrokerTest):
         t = self.topic()
         s = self.connect()
         s.send(subscribe(1, [(t + "/+", 1), (t + "/#", 2), (t + "/x", 0)]))
-        self.assertEqual(self.recv(s, mr.SUBACK).reasons, [1, 2, 0])
+        granted = self.recv(s, mr.SUBACK).reasons
+        self.assertTrue(all(g < 0x80 for g in granted), granted)
         p = self.connect(self.cid("p"))
         self.publish_q2(p, t + "/x", b"m")
         got = self.collect(s)
         qos = [m.qos for m in got if m.type == mr.PUBLISH]
         self.assertTrue(qos, "nothing delivered")
-        self.assertEqual(max(qos), 2, got)
+        self.assertEqual(max(qos), max(granted), got)
         for m in got:
             if m.qos == 2:
                 s.send(pubrec(m.packet_id))

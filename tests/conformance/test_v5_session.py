@@ -4,8 +4,7 @@ redelivery on reconnect and session takeover (sections 3.1.2.4,
 import time
 
 import mqttraw as mr
-from mqttraw import (connect, publish, subscribe, puback, pubrec, pubrel,
-                     pubcomp, pingreq, disconnect)
+from mqttraw import puback, pubrec, pubcomp, pingreq, disconnect
 from raw_extra import (BrokerTest, SERVER_DISCONNECT_CODES, skip_on_mosquitto, main)
 
 EXPIRY = {mr.SESSION_EXPIRY_INTERVAL: 60}

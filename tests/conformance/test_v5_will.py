@@ -3,7 +3,7 @@
 import time
 
 import mqttraw as mr
-from mqttraw import connect, publish, subscribe, disconnect, raw
+from mqttraw import publish, subscribe, disconnect, raw
 from raw_extra import BrokerTest, opts, main
 
 

@@ -505,6 +505,7 @@ class Raw:
         self.timeout = timeout
         self._pid = 0
         self.aliases = {}
+        self.pending = []  # PUBLISH packets read while waiting for something else
 
     def next_pid(self):
         self._pid = self._pid % 65535 + 1
@@ -659,6 +660,11 @@ class Raw:
 
     def read(self, timeout=None):
         """Next packet; raises Closed on EOF and socket.timeout on timeout."""
+        if self.pending:
+            return self.pending.pop(0)
+        return self._read(timeout)
+
+    def _read(self, timeout=None):
         deadline = time.time() + (self.timeout if timeout is None else timeout)
         self._fill(2, deadline)
         i, n, mult = 1, 0, 1
@@ -685,17 +691,26 @@ class Raw:
         return p
 
     def read_until(self, ptype, timeout=None, keep=None):
-        """Reads until a packet of ptype; other packets are appended to keep (a
-        list) if given, else they are an error (except PUBLISH when keep is None
-        and ptype is not PUBLISH -> also an error)."""
+        """Reads until a packet of ptype. Other packets are appended to keep (a
+        list) if given; else PUBLISH packets are set aside for later read()s
+        and any other packet is an error."""
         deadline = time.time() + (self.timeout if timeout is None else timeout)
-        while True:
-            p = self.read(max(0.01, deadline - time.time()))
-            if p.type == ptype:
-                return p
-            if keep is None:
-                raise AssertionError("expected %s, got %r" % (PTYPE_NAMES[ptype], p))
-            keep.append(p)
+        if ptype == PUBLISH and self.pending:
+            return self.pending.pop(0)
+        aside = []
+        try:
+            while True:
+                p = self._read(max(0.01, deadline - time.time()))
+                if p.type == ptype:
+                    return p
+                if keep is not None:
+                    keep.append(p)
+                elif p.type == PUBLISH:
+                    aside.append(p)
+                else:
+                    raise AssertionError("expected %s, got %r" % (PTYPE_NAMES[ptype], p))
+        finally:
+            self.pending.extend(aside)
 
     def read_publishes(self, n, timeout=None):
         out = []
@@ -708,6 +723,8 @@ class Raw:
 
     def expect_nothing(self, timeout=QUIET):
         """Asserts no packet arrives within timeout (and the connection stays open)."""
+        if self.pending:
+            raise AssertionError("unexpected packet %r" % self.pending[0])
         try:
             p = self.read(timeout)
         except socket.timeout:

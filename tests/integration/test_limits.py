@@ -1,9 +1,10 @@
 """Configured limits and SUBACK/UNSUBACK reason codes."""
+import time
 import unittest
 
-from mqtt_util import (CONNACK, MAXIMUM_QOS, PUBACK, PUBLISH, SESSION_EXPIRY,
-                       WILDCARD_SUB_AVAILABLE, BrokerTest, disconnect_packet, skip_mosquitto,
-                       uid)
+from mqtt_util import (CONNACK, MAXIMUM_QOS, PUBACK, PUBLISH, SERVER_KEEPALIVE, SESSION_EXPIRY,
+                       SUB_ID_AVAILABLE, SUBSCRIPTION_ID, WILDCARD_SUB_AVAILABLE, BrokerTest,
+                       disconnect_packet, skip_mosquitto, uid)
 
 
 class ReasonCodeTest(BrokerTest):
@@ -202,6 +203,57 @@ class MqueueTest(BrokerTest):
             rest.append(x.payload)
             r.ack(PUBACK, x.pid)
         self.assertEqual([x.payload for x in first] + rest, [b"%d" % i for i in range(5)])
+
+
+class SubscriptionIdentifiersDisabledTest(BrokerTest):
+    config = {"mqtt.subscription_identifiers": "false"}
+
+    @skip_mosquitto("no option to disable subscription identifiers")
+    def test_subscription_identifier_not_supported_0xa1(self):
+        r = self.raw(version=5)
+        self.assertEqual(r.connack.props.get(SUB_ID_AVAILABLE), 0)
+        r.subscribe([("sid/x", 1)], props={SUBSCRIPTION_ID: 3}, expect=False)
+        got = r.expect_closed()
+        d = disconnect_packet(got)
+        self.assertIsNotNone(d, "no DISCONNECT: %r" % got)
+        self.assertEqual(d.rc, 0xA1)
+
+
+class SessionConfigTest(BrokerTest):
+    config = {"mqtt.max_session_expiry": "10s", "mqtt.server_keepalive": 5,
+              "mqtt.session_expiry_interval": "2s", "mqtt.idle_timeout": "2s"}
+
+    @skip_mosquitto("no cap on the v5 Session Expiry Interval")
+    def test_session_expiry_capped_and_announced(self):
+        r = self.raw(version=5, clean=False, props={SESSION_EXPIRY: 1000})
+        self.assertEqual(r.connack.props.get(SESSION_EXPIRY), 10)
+        r.disconnect(0, {SESSION_EXPIRY: 0})
+
+    @skip_mosquitto("no server_keepalive option")
+    def test_server_keepalive_imposed(self):
+        r = self.raw(version=5, keepalive=60)
+        self.assertEqual(r.connack.props.get(SERVER_KEEPALIVE), 5)
+
+    @skip_mosquitto("persistent_client_expiration has a granularity of hours")
+    def test_v311_persistent_session_expires(self):
+        cid = uid("v3x")
+        t = "v3x/" + uid()
+        self.offline_session(t, 1, version=4, client_id=cid)
+        r = self.raw(client_id=cid, version=4, clean=False)
+        self.assertTrue(r.connack.session_present)
+        r.disconnect_and_wait()
+        time.sleep(3.5)  # the expiry (2 s) is what is tested
+        r = self.raw(client_id=cid, version=4, clean=False)
+        self.assertFalse(r.connack.session_present)
+        r.disconnect_and_wait()
+        self.raw(client_id=cid, version=4, clean=True).disconnect_and_wait()
+
+    @skip_mosquitto("no idle timeout for connections that never send CONNECT")
+    def test_idle_connection_without_connect_closed(self):
+        r = self.raw(connect=False)
+        t0 = time.time()
+        r.expect_closed(timeout=15)
+        self.assertGreaterEqual(time.time() - t0, 1.5)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,20 @@ class SessionTest(BrokerTest):
         self.assertFalse(c.session_present)
         c.disconnect(properties=props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
 
+    def test_v5_disconnect_cannot_set_expiry_when_connect_had_zero(self):
+        """MQTT-3.14.2-2: a non-zero Session Expiry Interval in DISCONNECT after
+        zero in CONNECT is a Protocol Error; the session still ends."""
+        cid = uid("s")
+        r = self.raw(client_id=cid, version=5, clean=False)
+        r.subscribe([("sessz/" + uid(), 1)])
+        r.disconnect(0, {SESSION_EXPIRY: 60})
+        got = r.expect_closed()
+        d = disconnect_packet(got)
+        if d is not None:
+            self.assertEqual(d.rc, 0x82)
+        r2 = self.raw(client_id=cid, version=5, clean=False)
+        self.assertFalse(r2.connack.session_present)
+
     def test_v5_offline_messages_dropped_after_expiry(self):
         t = "sessxd/" + uid()
         cid = self.offline_session(t, 1, version=5, expiry=1)

@@ -47,7 +47,8 @@ static void setup(void)
 	ck_assert_int_eq(mqb_broker_create(&broker, cfg), MQB_OK);
 	mqb_config_destroy(cfg);
 	calls = 0;
-	ck_assert_int_eq(mqb_broker_set_enhanced_auth(broker, auth_hook, &calls), MQB_OK);
+	mqb_hooks hooks = {.user = &calls, .enhanced_auth = auth_hook};
+	ck_assert_int_eq(mqb_broker_set_hooks(broker, &hooks), MQB_OK);
 	ck_assert_int_eq(mqb_broker_start(broker), MQB_OK);
 	ck_assert_int_eq(mqb_broker_listener_port(broker, "default", &port), MQB_OK);
 }
@@ -95,7 +96,7 @@ static int recv_packet(int fd, mqbi_packet *p, uint8_t *buf, size_t cap)
 	}
 }
 
-static void send_connect(int fd, const char *method, const char *data)
+static void send_connect_max(int fd, const char *method, const char *data, uint32_t max_packet)
 {
 	mqbi_packet p = {.type = MQBI_CONNECT};
 	mqbi_connect *c = &p.u.connect;
@@ -109,7 +110,16 @@ static void send_connect(int fd, const char *method, const char *data)
 		c->props.present |= 1ull << MQBI_PROP_AUTH_DATA;
 		c->props.auth_data = (mqbi_bytes){(const uint8_t *)data, (uint32_t)strlen(data)};
 	}
+	if (max_packet) {
+		c->props.present |= 1ull << MQBI_PROP_MAX_PACKET_SIZE;
+		c->props.max_packet_size = max_packet;
+	}
 	send_packet(fd, &p);
+}
+
+static void send_connect(int fd, const char *method, const char *data)
+{
+	send_connect_max(fd, method, data, 0);
 }
 
 static void send_auth(int fd, uint8_t reason, const char *method, const char *data)
@@ -184,6 +194,22 @@ START_TEST(oneshot_and_refusals)
 }
 END_TEST
 
+START_TEST(auth_respects_maximum_packet_size)
+{
+	/* [MQTT-3.15.2-2] [MQTT-3.15.2-3]: no Reason String or User Property that
+	 * would make the AUTH exceed the client's Maximum Packet Size. */
+	uint8_t buf[512];
+	mqbi_packet p;
+	int fd = dial();
+	send_connect_max(fd, "TEST", "hello", 24);
+	ck_assert_int_eq(recv_packet(fd, &p, buf, sizeof buf), MQBI_AUTH);
+	ck_assert(!mqbi_props_has(&p.u.reason.props, MQBI_PROP_REASON_STRING));
+	ck_assert_uint_eq(p.u.reason.props.user_count, 0);
+	ck_assert_uint_le(mqbi_encoded_size(&p, MQBI_V5), 24);
+	close(fd);
+}
+END_TEST
+
 START_TEST(failed_reauthentication_closes)
 {
 	/* [MQTT-4.12.1-2]: if re-authentication fails the connection is closed. */
@@ -224,6 +250,7 @@ int main(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, challenge_response_then_connack);
 	tcase_add_test(tc, oneshot_and_refusals);
+	tcase_add_test(tc, auth_respects_maximum_packet_size);
 	tcase_add_test(tc, failed_reauthentication_closes);
 	tcase_add_test(tc, packets_other_than_auth_during_the_exchange);
 	suite_add_tcase(s, tc);
