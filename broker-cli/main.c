@@ -6,7 +6,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,57 +428,87 @@ static int check_config(const char *path)
 
 /* ---- running ---- */
 
-/* The signal handler's only way to reach the broker. */
-static mqb_broker *volatile running;
-
-static void on_stop_signal(int sig)
+/* broker-cli's own messages, in the same format as the library's. */
+static void cli_log(mqb_log_level level, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static void cli_log(mqb_log_level level, const char *fmt, ...)
 {
-	mqb_broker *b = running;
-	if (b)
-		mqb_broker_stop(b); /* async-signal-safe by contract */
+	char text[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	mqb_log_record rec = {.level = level, .module = "cli", .message = text};
+	log_stderr(NULL, &rec);
 }
 
-static int install_signals(void)
+/* The library logs each change; the count tells "nothing changed" apart. */
+static void count_change(void *user, const char *key, const char *old_value, const char *new_value,
+                         int applied)
 {
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART;
-	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
-		return -1;
-	/* A peer that vanishes mid-write must be an EPIPE, not a dead broker. */
-	sa.sa_handler = SIG_IGN;
-	return sigaction(SIGPIPE, &sa, NULL);
+	(*(int *)user)++;
 }
 
-static int run_broker(mqb_config *cfg)
+/* SIGHUP: re-reads the file, the environment and the flags, and applies the
+ * keys that can change at run time. */
+static void reload(mqb_broker *b, const cli_opts *o)
+{
+	mqb_config *cfg = load_config(o);
+	if (!cfg) {
+		cli_log(MQB_LOG_ERROR, "reload failed; the running configuration is unchanged");
+		return;
+	}
+	int changes = 0;
+	mqb_err rc = mqb_broker_reconfigure(b, cfg, count_change, &changes);
+	mqb_config_destroy(cfg);
+	if (rc != MQB_OK)
+		cli_log(MQB_LOG_ERROR, "reload failed: %s", mqb_strerror(rc));
+	else if (changes == 0)
+		cli_log(MQB_LOG_NOTICE, "reload: nothing changed");
+}
+
+/* Signals are handled synchronously by the main thread (sigwait), so SIGHUP
+ * may do real work; they are blocked before the broker's threads start so
+ * that those inherit the mask. */
+static int run_broker(mqb_config *cfg, const cli_opts *o)
 {
 	char level[16];
 	mqb_broker *b;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	/* A peer that vanishes mid-write must be an EPIPE, not a dead broker. */
+	signal(SIGPIPE, SIG_IGN);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+		fprintf(stderr, PROG ": cannot block signals\n");
+		return EXIT_FAILURE;
+	}
 	mqb_config_get(cfg, "log.level", level, sizeof level);
 	mqb_config_set_log(cfg, log_stderr, NULL, level_of(level));
 	mqb_err rc = mqb_broker_create(&b, cfg);
+	if (rc == MQB_OK)
+		rc = mqb_broker_start(b);
 	if (rc != MQB_OK) {
 		fprintf(stderr, PROG ": cannot start: %s\n", mqb_strerror(rc));
-		return EXIT_FAILURE;
-	}
-	running = b;
-	if (install_signals() != 0) {
-		fprintf(stderr, PROG ": cannot install signal handlers: %s\n", strerror(errno));
-		running = NULL;
 		mqb_broker_destroy(b);
 		return EXIT_FAILURE;
 	}
-	rc = mqb_broker_run(b);
-	/* From here a signal finds no broker and does nothing; the process is
-	 * exiting anyway. */
-	running = NULL;
-	mqb_broker_destroy(b);
-	if (rc != MQB_OK) {
-		fprintf(stderr, PROG ": cannot start: %s\n", mqb_strerror(rc));
-		return EXIT_FAILURE;
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			reload(b, o);
+			continue;
+		}
+		cli_log(MQB_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		break;
 	}
+	mqb_broker_stop(b);
+	mqb_broker_wait(b);
+	mqb_broker_destroy(b);
 	return EXIT_SUCCESS;
 }
 
@@ -498,7 +530,7 @@ int main(int argc, char **argv)
 		mqb_config_destroy(cfg);
 		return EXIT_SUCCESS;
 	}
-	status = run_broker(cfg);
+	status = run_broker(cfg, &o);
 	mqb_config_destroy(cfg);
 	return status;
 }

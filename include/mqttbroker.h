@@ -200,9 +200,9 @@ typedef struct mqb_auth_request {
 	const char *username; /* NULL if none */
 	const void *password; /* NULL if none */
 	size_t password_len;
-	const char *peer;     /* "ip:port" */
-	const char *listener; /* listener name */
-	int protocol;         /* 3, 4 or 5 */
+	const char *peer;          /* "ip:port" */
+	const char *listener;      /* listener name */
+	int protocol;              /* 3, 4 or 5 */
 	const void *peer_cert_der; /* TLS client certificate (DER), or NULL */
 	size_t peer_cert_len;
 } mqb_auth_request;
@@ -261,8 +261,7 @@ typedef mqb_verdict (*mqb_on_publish_fn)(void *user, const mqb_client *c, mqb_me
 
 /** Called before each delivery of a message to a client; MQB_DENY skips this
  * client. Runs on the loop thread of the receiving client. */
-typedef mqb_verdict (*mqb_on_deliver_fn)(void *user, const mqb_client *to,
-                                         const mqb_message *m);
+typedef mqb_verdict (*mqb_on_deliver_fn)(void *user, const mqb_client *to, const mqb_message *m);
 
 typedef enum mqb_event_type {
 	MQB_EVENT_CONNECTED = 0,   /* CONNACK 0x00 sent */
@@ -375,7 +374,9 @@ MQB_API mqb_err mqb_broker_reconfigure(mqb_broker *b, const mqb_config *cfg,
 /* In-process messaging                                                       */
 
 /** Publishes a message from the host, as if a client had (on_publish sees it
- * with c == NULL). Thread-safe; returns once the message is copied. */
+ * with c == NULL). Thread-safe; returns once the message is copied. Messages
+ * the host publishes to one topic are delivered in the order of the calls
+ * (made from one thread, or otherwise ordered by the host). */
 MQB_API mqb_err mqb_publish(mqb_broker *b, const mqb_message *m);
 
 /** Shorthand for mqb_publish() without properties. */
@@ -414,8 +415,8 @@ typedef struct mqb_client_status {
 	const char *peer;     /* NULL when offline */
 	const char *listener; /* NULL when offline */
 	int connected;
-	int protocol;  /* 3, 4, 5 (last connection) */
-	int keepalive; /* seconds */
+	int protocol;            /* 3, 4, 5 (last connection) */
+	int keepalive;           /* seconds */
 	uint32_t session_expiry; /* seconds; 0xFFFFFFFF = never */
 	size_t subscriptions;
 	size_t inflight;
@@ -437,8 +438,8 @@ MQB_API mqb_err mqb_broker_clients(mqb_broker *b, size_t offset, size_t limit,
 
 /** Calls fn for subscriptions offset .. offset+limit-1 of the session
  * `client_id`, or of every session when client_id is NULL. */
-typedef void (*mqb_subscription_fn)(void *user, const char *client_id, const char *filter,
-                                    int qos, uint32_t subscription_id);
+typedef void (*mqb_subscription_fn)(void *user, const char *client_id, const char *filter, int qos,
+                                    uint32_t subscription_id);
 MQB_API mqb_err mqb_broker_subscriptions(mqb_broker *b, const char *client_id, size_t offset,
                                          size_t limit, mqb_subscription_fn fn, void *user,
                                          size_t *total);
@@ -456,11 +457,11 @@ MQB_API mqb_err mqb_broker_unsubscribe_client(mqb_broker *b, const char *client_
 
 /** Counters since start (EMQX-style names in docs/EMBEDDING.md). */
 typedef struct mqb_metrics {
-	uint64_t connections;      /* connected now */
-	uint64_t sessions;         /* existing now */
-	uint64_t subscriptions;    /* routes now */
-	uint64_t retained;         /* retained messages now */
-	uint64_t connects;         /* accepted CONNECTs */
+	uint64_t connections;   /* connected now */
+	uint64_t sessions;      /* existing now */
+	uint64_t subscriptions; /* routes now */
+	uint64_t retained;      /* retained messages now */
+	uint64_t connects;      /* accepted CONNECTs */
 	uint64_t disconnects;
 	uint64_t packets_received, packets_sent;
 	uint64_t bytes_received, bytes_sent;

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <time.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -32,7 +33,7 @@ struct mqbi_limits_version {
 };
 
 /* Publishes a new set of limits read from c (see mqbi_lim()). */
-static mqb_err load_limits(mqb_broker *b, const mqb_config *c)
+mqb_err mqbi_limits_reload(mqb_broker *b, const mqb_config *c)
 {
 	struct mqbi_limits_version *v = mqbi_calloc(&b->alloc, sizeof(*v));
 	if (!v)
@@ -82,6 +83,10 @@ static void before_sleep(mqbi_loop *l, void *user)
 	mqbi_worker *w = user;
 	mqbi_worker_flush_outbox(w);
 	mqbi_worker_flush(w);
+	if (w->draining && !w->clients) {
+		mqbi_timer_stop(l, &w->drain_timer);
+		mqbi_loop_stop(l);
+	}
 }
 
 static mqb_err worker_init(mqb_broker *b, mqbi_worker *w, unsigned index)
@@ -100,11 +105,8 @@ static mqb_err worker_init(mqb_broker *b, mqbi_worker *w, unsigned index)
 	w->outbox = mqbi_calloc(&b->alloc, sizeof(*w->outbox) * b->nworkers);
 	w->rbuf_cap = 64 * 1024;
 	w->rbuf = mqbi_malloc(&b->alloc, w->rbuf_cap);
-	w->listen_fds = mqbi_malloc(&b->alloc, sizeof(int) * (b->nlisteners ? b->nlisteners : 1));
-	if (!w->outbox || !w->rbuf || !w->listen_fds)
+	if (!w->outbox || !w->rbuf)
 		return MQB_ERR_NOMEM;
-	for (unsigned i = 0; i < b->nlisteners; i++)
-		w->listen_fds[i] = -1;
 	return MQB_OK;
 }
 
@@ -132,13 +134,13 @@ static void worker_fini(mqb_broker *b, mqbi_worker *w)
 				w->outbox[i]->item.drop(&w->outbox[i]->item);
 		mqbi_free(&b->alloc, w->outbox);
 	}
-	if (w->listen_fds) {
+	if (w->loop)
 		mqbi_worker_close_listeners(w);
-		mqbi_free(&b->alloc, w->listen_fds);
-	}
 	if (w->loop)
 		mqbi_loop_destroy(w->loop);
 	mqbi_free(&b->alloc, w->rbuf);
+	mqbi_free(&b->alloc, w->view_props);
+	mqbi_free(&b->alloc, w->view_text);
 	for (uint32_t i = 0; i < w->ntargets; i++)
 		mqbi_free(&b->alloc, w->targets[i].sub_ids);
 	mqbi_free(&b->alloc, w->targets);
@@ -166,8 +168,10 @@ MQB_API mqb_err mqb_broker_create(mqb_broker **out, const mqb_config *cfg)
 		mqbi_free(a, b);
 		return err;
 	}
-	mqbi_cfg_log(b->cfg, &b->log_fn, &b->log_user, &b->log_level);
-	if ((err = load_limits(b, b->cfg))) {
+	mqb_log_level log_level;
+	mqbi_cfg_log(b->cfg, &b->log_fn, &b->log_user, &log_level);
+	atomic_init(&b->log_level_now, (int)log_level);
+	if ((err = mqbi_limits_reload(b, b->cfg))) {
 		mqb_config_destroy(b->cfg);
 		mqbi_free(a, b);
 		return err;
@@ -176,19 +180,17 @@ MQB_API mqb_err mqb_broker_create(mqb_broker **out, const mqb_config *cfg)
 	atomic_init(&b->state, MQBI_BS_CREATED);
 	atomic_init(&b->next_uid, 1);
 	pthread_mutex_init(&b->state_lock, NULL);
+	pthread_mutex_init(&b->host_subs_lock, NULL);
+	b->step_fd = -1;
 	pthread_cond_init(&b->state_cond, NULL);
 
 	int64_t threads = mqbi_cfg_int(b->cfg, MQBI_K_LOOP_THREADS);
 	b->nworkers = threads > 0 ? (unsigned)threads : default_threads();
-	b->nlisteners = (unsigned)mqbi_cfg_listener_count(b->cfg);
-	b->listeners = mqbi_calloc(a, sizeof(mqbi_listener) * (b->nlisteners ? b->nlisteners : 1));
 	b->workers = mqbi_calloc(a, sizeof(mqbi_worker) * b->nworkers);
-	if (!b->listeners || !b->workers) {
+	if (!b->workers) {
 		err = MQB_ERR_NOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0; i < b->nlisteners; i++)
-		b->listeners[i].cfg = *mqbi_cfg_listener(b->cfg, i);
 	if ((err = mqbi_trie_create(a, &b->trie)) || (err = mqbi_retain_create(a, &b->retain)))
 		goto fail;
 	for (unsigned i = 0; i < b->nworkers; i++)
@@ -225,14 +227,43 @@ static void *worker_main(void *arg)
  * subscribers still connected anywhere get them); once every worker is done,
  * phase 2 disconnects everyone and stops the loops. */
 
-static void shutdown_phase2(mqbi_loop *l, mqbi_inbox_item *it)
+static void drain_done(mqbi_loop *l, mqbi_timer *t)
 {
 	mqbi_worker *w = mqbi_loop_data(l);
 	while (w->clients)
-		mqbi_client_disconnect(w->clients, MQBI_RC_SERVER_SHUTTING_DOWN,
-		                       "server shutting down");
-	mqbi_worker_flush_outbox(w);
+		mqbi_client_close(w->clients, MQBI_RC_SERVER_SHUTTING_DOWN);
+	mqbi_worker_flush(w);
 	mqbi_loop_stop(l);
+}
+
+/* Phase 2: every client gets DISCONNECT 0x8B (v5) and is closed once its
+ * output is written, or when node.drain_timeout runs out. */
+static void shutdown_phase2(mqbi_loop *l, mqbi_inbox_item *it)
+{
+	mqbi_worker *w = mqbi_loop_data(l);
+	w->draining = true;
+	for (mqbi_client *c = w->clients, *next; c; c = next) {
+		next = c->next;
+		if (c->state != MQBI_CS_CONNECTED) {
+			mqbi_client_close(c, MQBI_RC_SERVER_SHUTTING_DOWN);
+			continue;
+		}
+		if (c->level == MQBI_V5) {
+			mqbi_packet p = {.type = MQBI_DISCONNECT};
+			p.u.reason.reason = MQBI_RC_SERVER_SHUTTING_DOWN;
+			mqbi_client_send_packet(c, &p);
+		}
+		c->close_after_flush = true;
+		mqbi_client_mark_dirty(c);
+		mqbi_client_pause(c); /* nothing more is read */
+	}
+	mqbi_worker_flush_outbox(w);
+	mqbi_worker_flush(w);
+	if (!w->clients)
+		mqbi_loop_stop(l);
+	else
+		mqbi_timer_start(l, &w->drain_timer, mqbi_lim(w->broker)->drain_timeout,
+		                 drain_done);
 }
 
 static void shutdown_phase1(mqbi_loop *l, mqbi_inbox_item *it)
@@ -242,9 +273,9 @@ static void shutdown_phase1(mqbi_loop *l, mqbi_inbox_item *it)
 	mqbi_worker_close_listeners(w);
 	for (mqbi_client *c = w->clients; c; c = c->next) {
 		if (c->will) {
-			mqbi_route_message(w, c->will);
-			mqbi_msg_unref(&b->alloc, c->will);
+			mqbi_msg *will = c->will;
 			c->will = NULL;
+			mqbi_publish_will(w, c, will);
 		}
 	}
 	mqbi_worker_flush_outbox(w);
@@ -253,10 +284,9 @@ static void shutdown_phase1(mqbi_loop *l, mqbi_inbox_item *it)
 			mqbi_loop_post(b->workers[i].loop, &b->workers[i].stop2);
 }
 
-MQB_API mqb_err mqb_broker_start(mqb_broker *b)
+/* Opens the listeners and prepares the workers; threads are started by the caller. */
+static mqb_err start_common(mqb_broker *b)
 {
-	if (!b)
-		return MQB_ERR_INVAL;
 	int expected = MQBI_BS_CREATED;
 	if (!atomic_compare_exchange_strong(&b->state, &expected, MQBI_BS_RUNNING))
 		return MQB_ERR_STATE;
@@ -264,17 +294,95 @@ MQB_API mqb_err mqb_broker_start(mqb_broker *b)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	b->started_wall = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	for (unsigned i = 0; i < b->nworkers; i++) {
+		b->workers[i].stop1.run = shutdown_phase1;
+		b->workers[i].stop2.run = shutdown_phase2;
+	}
 	mqb_err err = mqbi_listeners_open(b);
 	if (err) {
 		atomic_store(&b->state, MQBI_BS_STOPPED);
 		return err;
 	}
+	for (unsigned i = 0; i < b->nworkers; i++)
+		mqbi_sys_start(&b->workers[i]);
+	return MQB_OK;
+}
+
+MQB_API mqb_err mqb_broker_start_stepped(mqb_broker *b)
+{
+	if (!b)
+		return MQB_ERR_INVAL;
+	if (atomic_load(&b->state) != MQBI_BS_CREATED)
+		return MQB_ERR_STATE;
+	/* One descriptor for the host: an epoll set of the workers' loops. */
+	b->step_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (b->step_fd < 0)
+		return MQB_ERR_IO;
 	for (unsigned i = 0; i < b->nworkers; i++) {
-		mqbi_worker *w = &b->workers[i];
-		w->stop1.run = shutdown_phase1;
-		w->stop2.run = shutdown_phase2;
-		mqbi_sys_start(w);
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+		if (epoll_ctl(b->step_fd, EPOLL_CTL_ADD, mqbi_loop_fd(b->workers[i].loop), &ev) !=
+		    0)
+			return MQB_ERR_IO;
 	}
+	b->stepped = true;
+	b->step_thread = pthread_self();
+	mqb_err err = start_common(b);
+	if (!err)
+		mqbi_log(b, MQB_LOG_NOTICE, "broker", NULL,
+		         "libmqttbroker %s started in step mode: node %s, %u worker(s)",
+		         MQB_VERSION_STRING, b->node, b->nworkers);
+	return err;
+}
+
+MQB_API int mqb_broker_fd(const mqb_broker *b)
+{
+	return b ? b->step_fd : -1;
+}
+
+MQB_API int mqb_broker_timeout(const mqb_broker *b)
+{
+	if (!b || !b->stepped)
+		return -1;
+	int best = -1;
+	for (unsigned i = 0; i < b->nworkers; i++) {
+		int t = mqbi_loop_timeout(b->workers[i].loop);
+		if (t >= 0 && (best < 0 || t < best))
+			best = t;
+	}
+	return best;
+}
+
+MQB_API mqb_err mqb_broker_step(mqb_broker *b, int timeout_ms)
+{
+	if (!b || !b->stepped)
+		return MQB_ERR_INVAL;
+	if (atomic_load(&b->state) == MQBI_BS_STOPPED)
+		return MQB_ERR_STATE;
+	b->step_thread = pthread_self();
+	int t = mqb_broker_timeout(b);
+	if (timeout_ms >= 0 && (t < 0 || timeout_ms < t))
+		t = timeout_ms;
+	struct epoll_event evs[8];
+	if (epoll_wait(b->step_fd, evs, 8, t) < 0 && errno != EINTR)
+		return MQB_ERR_IO;
+	unsigned stopped = 0;
+	for (unsigned i = 0; i < b->nworkers; i++)
+		if (mqbi_loop_run_once(b->workers[i].loop, 0) < 0)
+			stopped++;
+	if (stopped == b->nworkers) {
+		atomic_store(&b->state, MQBI_BS_STOPPED);
+		return MQB_ERR_STATE;
+	}
+	return MQB_OK;
+}
+
+MQB_API mqb_err mqb_broker_start(mqb_broker *b)
+{
+	if (!b)
+		return MQB_ERR_INVAL;
+	mqb_err err = start_common(b);
+	if (err)
+		return err;
 	atomic_store(&b->running_workers, b->nworkers);
 	for (unsigned i = 0; i < b->nworkers; i++) {
 		mqbi_worker *w = &b->workers[i];
@@ -356,6 +464,8 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 		mqb_broker_wait(b);
 	}
 	const mqb_allocator a = b->alloc;
+	if (b->workers)
+		mqbi_host_subs_release(b);
 	if (b->workers) {
 		for (unsigned i = 0; i < b->nworkers; i++)
 			worker_fini(b, &b->workers[i]);
@@ -367,6 +477,8 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 		mqbi_retain_destroy(b->retain, NULL);
 	}
 	mqbi_trie_destroy(b->trie);
+	for (unsigned i = 0; i < b->nlisteners; i++)
+		mqbi_free(&a, b->listeners[i]);
 	mqbi_free(&a, b->listeners);
 	mqb_config_destroy(b->cfg);
 	while (b->limit_versions) {
@@ -375,75 +487,9 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 		mqbi_free(&a, v);
 	}
 	pthread_mutex_destroy(&b->state_lock);
+	pthread_mutex_destroy(&b->host_subs_lock);
+	if (b->step_fd >= 0)
+		close(b->step_fd);
 	pthread_cond_destroy(&b->state_cond);
 	mqbi_free(&a, b);
-}
-
-MQB_API mqb_err mqb_broker_listener_port(mqb_broker *b, const char *name, int *port)
-{
-	if (!b || !name || !port)
-		return MQB_ERR_INVAL;
-	for (unsigned i = 0; i < b->nlisteners; i++) {
-		if (strcmp(b->listeners[i].cfg.name, name) == 0) {
-			if (atomic_load(&b->state) == MQBI_BS_CREATED)
-				return MQB_ERR_STATE;
-			*port = b->listeners[i].port;
-			return MQB_OK;
-		}
-	}
-	return MQB_ERR_NOTFOUND;
-}
-
-/* ---- Publishing from the host ------------------------------------------- */
-
-typedef struct host_publish {
-	mqbi_inbox_item item;
-	mqb_broker *broker;
-	mqbi_msg *msg;
-} host_publish;
-
-static void host_publish_run(mqbi_loop *l, mqbi_inbox_item *it)
-{
-	host_publish *hp = (host_publish *)it;
-	mqbi_worker *w = mqbi_loop_data(l);
-	if (hp->msg->retain)
-		mqbi_retain_store(hp->broker, hp->msg);
-	mqbi_route_message(w, hp->msg);
-	mqbi_msg_unref(&hp->broker->alloc, hp->msg);
-	mqbi_free(&hp->broker->alloc, hp);
-}
-
-static void host_publish_drop(mqbi_inbox_item *it)
-{
-	host_publish *hp = (host_publish *)it;
-	mqbi_msg_unref(&hp->broker->alloc, hp->msg);
-	mqbi_free(&hp->broker->alloc, hp);
-}
-
-MQB_API mqb_err mqb_broker_publish(mqb_broker *b, const char *topic, const void *payload,
-                                   size_t len, int qos, int retain)
-{
-	if (!b || !topic || (len && !payload) || qos < 0 || qos > 2)
-		return MQB_ERR_INVAL;
-	size_t tlen = strlen(topic);
-	if (!mqbi_topic_name_valid(topic, tlen) || !mqbi_utf8_valid((const uint8_t *)topic, tlen))
-		return MQB_ERR_INVAL;
-	if (atomic_load(&b->state) != MQBI_BS_RUNNING)
-		return MQB_ERR_STATE;
-	if (retain && !mqbi_lim(b)->retain_available)
-		return MQB_ERR_DENIED;
-	host_publish *hp = mqbi_malloc(&b->alloc, sizeof(*hp));
-	if (!hp)
-		return MQB_ERR_NOMEM;
-	hp->msg = mqbi_msg_create(&b->alloc, topic, tlen, NULL, 0, payload, len, (uint8_t)qos,
-	                          retain != 0, "", 0, false, 0, mqbi_clock_ms());
-	if (!hp->msg) {
-		mqbi_free(&b->alloc, hp);
-		return MQB_ERR_NOMEM;
-	}
-	hp->broker = b;
-	hp->item.run = host_publish_run;
-	hp->item.drop = host_publish_drop;
-	mqbi_loop_post(b->workers[0].loop, &hp->item);
-	return MQB_OK;
 }

@@ -103,6 +103,7 @@ static void refuse(mqbi_client *c, uint8_t reason, const char *why)
 		props.reason_string.len = (uint32_t)strlen(why);
 	}
 	send_connack(c, reason, false, &props);
+	mqbi_event(b, MQB_EVENT_CONNACK_REFUSED, c, NULL, reason, NULL, 0, why);
 	mqbi_client_close(c, reason);
 }
 
@@ -116,7 +117,8 @@ void mqbi_client_timer_fn(mqbi_loop *l, mqbi_timer *t)
 {
 	mqbi_client *c = (mqbi_client *)((char *)t - offsetof(mqbi_client, timer));
 	mqb_broker *b = c->w->broker;
-	if (c->state == MQBI_CS_CONNECTING || c->state == MQBI_CS_AUTHENTICATING) {
+	if (c->state == MQBI_CS_CONNECTING || c->state == MQBI_CS_AUTHENTICATING ||
+	    c->state == MQBI_CS_AUTH_PENDING) {
 		mqbi_log(b, MQB_LOG_INFO, "session", c, "no CONNECT within idle_timeout; closing");
 		mqbi_client_close(c, MQBI_RC_MAX_CONNECT_TIME);
 		return;
@@ -206,6 +208,142 @@ static bool anonymous_allowed(const mqbi_client *c)
 }
 
 static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_bytes *auth_data);
+
+/* ---- The authenticate hook -------------------------------------------------- */
+
+struct mqb_auth_ticket {
+	mqbi_inbox_item item;
+	mqb_broker *broker;
+	mqbi_worker *w;
+	mqbi_client *client; /* NULL once the client went away */
+	_Atomic bool gone;   /* the worker will not touch the ticket again */
+	mqb_verdict verdict;
+};
+
+/* Applies the hook's answer to a CONNECT. */
+static void apply_auth_verdict(mqbi_client *c, const mqbi_connect *cn, mqb_verdict v)
+{
+	if (v == MQB_ALLOW)
+		return finish_connect(c, cn, NULL);
+	if (v == MQB_DENY)
+		return refuse(c, MQBI_RC_BAD_USER_PASS, "authentication failed");
+	if (!anonymous_allowed(c))
+		return refuse(
+		        c, MQBI_RC_NOT_AUTHORIZED,
+		        mqbi_lim(c->w->broker)->allow_anonymous == MQBI_ANON_FALSE
+		                ? "not authenticated and allow_anonymous = false"
+		                : "not authenticated; anonymous access is allowed only through "
+		                  "loopback interfaces");
+	finish_connect(c, cn, NULL);
+}
+
+static void ticket_run(mqbi_loop *l, mqbi_inbox_item *it)
+{
+	mqb_auth_ticket *t = (mqb_auth_ticket *)it;
+	mqbi_client *c = t->client;
+	const mqb_allocator *a = &t->broker->alloc;
+	if (!c) {
+		mqbi_free(a, t);
+		return;
+	}
+	mqb_verdict v = t->verdict;
+	c->ticket = NULL;
+	mqbi_free(a, t);
+	mqbi_packet pkt;
+	size_t used;
+	uint8_t reason;
+	mqbi_dec_ctx ctx = {.from_client = true,
+	                    .max_packet_size = mqbi_lim(c->w->broker)->max_packet_size};
+	c->state = MQBI_CS_CONNECTING;
+	if (mqbi_decode(c->pending_connect, c->pending_connect_len, &ctx, &pkt, &used, &reason) !=
+	    MQBI_DEC_OK)
+		return mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+	apply_auth_verdict(c, &pkt.u.connect, v);
+	/* Packets the client sent after its CONNECT waited until now. */
+	if (c->state == MQBI_CS_CONNECTED)
+		mqbi_client_resume(c);
+}
+
+static void ticket_drop(mqbi_inbox_item *it)
+{
+	mqb_auth_ticket *t = (mqb_auth_ticket *)it;
+	if (t->client)
+		t->client->ticket = NULL;
+	mqbi_free(&t->broker->alloc, t);
+}
+
+MQB_API mqb_err mqb_auth_complete(mqb_auth_ticket *t, mqb_verdict verdict)
+{
+	if (!t)
+		return MQB_ERR_INVAL;
+	if (atomic_load_explicit(&t->gone, memory_order_acquire)) {
+		mqbi_free(&t->broker->alloc, t);
+		return MQB_ERR_NOTFOUND;
+	}
+	t->verdict = verdict == MQB_ALLOW || verdict == MQB_DENY ? verdict : MQB_IGNORE;
+	mqbi_loop_post(t->w->loop, &t->item);
+	return MQB_OK;
+}
+
+void mqbi_client_forget_ticket(mqbi_client *c)
+{
+	mqb_auth_ticket *t = c->ticket;
+	if (!t)
+		return;
+	c->ticket = NULL;
+	t->client = NULL;
+	/* From here the host's mqb_auth_complete() frees it, or ticket_run does
+	 * if the completion is already on its way. */
+	atomic_store_explicit(&t->gone, true, memory_order_release);
+}
+
+/* Runs the authenticate hook; false when the answer is pending. */
+static bool authenticate(mqbi_client *c, const mqbi_connect *cn, const uint8_t *raw, size_t rawlen)
+{
+	mqb_broker *b = c->w->broker;
+	mqb_auth_ticket *t = mqbi_calloc(&b->alloc, sizeof(*t));
+	if (!t) {
+		refuse(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
+		return true;
+	}
+	t->broker = b;
+	t->w = c->w;
+	t->client = c;
+	t->item.run = ticket_run;
+	t->item.drop = ticket_drop;
+	atomic_init(&t->gone, false);
+	mqb_auth_request req = {
+	        .client_id = c->client_id,
+	        .username = c->username,
+	        .password = cn->has_password ? (const void *)cn->password.ptr : NULL,
+	        .password_len = cn->has_password ? cn->password.len : 0,
+	        .peer = c->peer,
+	        .listener = c->listener ? c->listener->cfg.name : "",
+	        .protocol = cn->level,
+	};
+	if (cn->has_password && !req.password)
+		req.password = ""; /* present but empty */
+	mqb_verdict v = b->hooks.authenticate(b->hooks.user, &req, t);
+	if (v != MQB_PENDING) {
+		mqbi_free(&b->alloc, t);
+		apply_auth_verdict(c, cn, v);
+		return true;
+	}
+	mqbi_free(&b->alloc, c->pending_connect);
+	c->pending_connect = mqbi_malloc(&b->alloc, rawlen);
+	if (!c->pending_connect) {
+		/* The host still holds the ticket: it becomes a no-op. */
+		c->ticket = t;
+		refuse(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
+		return true;
+	}
+	memcpy(c->pending_connect, raw, rawlen);
+	c->pending_connect_len = rawlen;
+	c->ticket = t;
+	c->state = MQBI_CS_AUTH_PENDING;
+	mqbi_client_pause(c);
+	return false;
+}
 
 static void enhanced_auth_step(mqbi_client *c, const mqbi_bytes *data, bool reauth,
                                const mqbi_connect *cn)
@@ -339,6 +477,10 @@ static bool handle_connect(mqbi_client *c, const mqbi_connect *cn, const uint8_t
 		enhanced_auth_step(c, data, false, cn);
 		return false;
 	}
+	if (b->hooks.authenticate) {
+		authenticate(c, cn, raw, rawlen);
+		return false;
+	}
 	if (!anonymous_allowed(c)) {
 		refuse(c, MQBI_RC_NOT_AUTHORIZED,
 		       lim->allow_anonymous == MQBI_ANON_FALSE
@@ -398,8 +540,15 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 		}
 	}
 
-	/* The will. */
+	/* The will. It is a publish like any other, so the ACL applies; like
+	 * mosquitto, a refused will topic refuses the connection rather than
+	 * losing the will silently later. */
 	mqbi_msg *will = NULL;
+	uint8_t wq = cn->will_qos;
+	if (cn->will_flag &&
+	    !mqbi_hook_authorize(c, MQB_ACTION_PUBLISH, (const char *)cn->will_topic.ptr,
+	                         cn->will_topic.len, &wq))
+		return refuse(c, MQBI_RC_NOT_AUTHORIZED, "will topic not authorized");
 	if (cn->will_flag) {
 		const mqbi_props *wp = &cn->will_props;
 		bool has_exp = cn->level == MQBI_V5 && mqbi_props_has(wp, MQBI_PROP_MESSAGE_EXPIRY);
@@ -407,7 +556,7 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 		                       cn->will_topic.len, cn->level == MQBI_V5 ? wp->raw : NULL,
 		                       cn->level == MQBI_V5 ? wp->raw_len : 0, cn->will_payload.ptr,
 		                       cn->will_payload.len, cn->will_qos, cn->will_retain,
-		                       c->client_id, strlen(c->client_id), has_exp,
+		                       c->client_id, strlen(c->client_id), c->username, has_exp,
 		                       has_exp ? wp->message_expiry : 0, now);
 		if (!will)
 			return refuse(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
@@ -429,18 +578,21 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 	}
 	bool present = false;
 	if (s && cn->clean_start) {
+		mqbi_event(b, MQB_EVENT_SESSION_DISCARDED, c, NULL, 0, NULL, 0, "clean start");
 		mqbi_session_end(s, "clean start");
 		s = NULL;
 	}
 	if (s) {
 		present = true;
 		mqbi_session_cancel_will(s); /* [MQTT-3.1.3-9] */
+		mqbi_event(b, MQB_EVENT_SESSION_RESUMED, c, NULL, 0, NULL, 0, NULL);
 	} else {
 		s = mqbi_session_create(w, c->client_id, idlen);
 		if (!s) {
 			mqbi_msg_unref(&b->alloc, will);
 			return refuse(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
 		}
+		mqbi_event(b, MQB_EVENT_SESSION_CREATED, c, NULL, 0, NULL, 0, NULL);
 	}
 	s->expiry = expiry;
 	s->level = cn->level;
@@ -518,6 +670,7 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 		mqbi_timer_start(w->loop, &c->timer, (uint64_t)ka * lim->keepalive_backoff,
 		                 mqbi_client_timer_fn);
 	mqbi_sys_client_event(c, true);
+	mqbi_event(b, MQB_EVENT_CONNECTED, c, NULL, 0, NULL, 0, NULL);
 	/* Resend in-flight messages, then what was queued [MQTT-4.4.0-1]. */
 	mqbi_session_attach(s, c);
 }
@@ -542,7 +695,8 @@ static void handle_auth(mqbi_client *c, const mqbi_reason_packet *ap)
 		mqbi_packet pkt;
 		size_t used;
 		uint8_t reason;
-		mqbi_dec_ctx ctx = {.from_client = true, .max_packet_size = mqbi_lim(b)->max_packet_size};
+		mqbi_dec_ctx ctx = {.from_client = true,
+		                    .max_packet_size = mqbi_lim(b)->max_packet_size};
 		if (mqbi_decode(c->pending_connect, c->pending_connect_len, &ctx, &pkt, &used,
 		                &reason) != MQBI_DEC_OK)
 			return mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
@@ -733,6 +887,8 @@ long mqbi_client_process(mqbi_client *c, const uint8_t *buf, size_t len)
 		if (dispatch(c, &pkt, buf + pos, used, len - pos))
 			return -1; /* moved: another worker owns it now */
 		pos += used;
+		if (c->state == MQBI_CS_AUTH_PENDING)
+			break; /* the rest waits for the authenticate hook */
 	}
 	if (c->state == MQBI_CS_CLOSING || c->w != w)
 		return -1;

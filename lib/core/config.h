@@ -51,7 +51,7 @@ typedef enum mqbi_cfg_key {
 	MQBI_K_IDLE_TIMEOUT, /* mqtt.idle_timeout               duration 15s: time to send CONNECT
 	                      */
 	MQBI_K_MAX_SUBSCRIPTIONS, /* mqtt.max_subscriptions          int     0 = unlimited */
-	MQBI_K_SYS_INTERVAL,  /* sys.interval              duration 1m (0 = no $SYS stats) */
+	MQBI_K_SYS_INTERVAL,      /* sys.interval              duration 1m (0 = no $SYS stats) */
 	MQBI_K_DRAIN_TIMEOUT, /* node.drain_timeout        duration 5s: output flush time at stop */
 	MQBI_K__COUNT
 } mqbi_cfg_key;

@@ -63,6 +63,7 @@ typedef struct mqbi_msg {
 	const uint8_t *props;
 	const uint8_t *payload;
 	const char *publisher; /* client id of the publisher ("" for the host) */
+	const char *username;  /* the publisher's user name, or NULL */
 	uint8_t data[];
 } mqbi_msg;
 
@@ -71,7 +72,8 @@ typedef struct mqbi_msg {
 mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topic_len,
                           const uint8_t *props, size_t props_len, const void *payload,
                           size_t payload_len, uint8_t qos, bool retain, const char *publisher,
-                          size_t publisher_len, bool has_expiry, uint32_t expiry_s, uint64_t now);
+                          size_t publisher_len, const char *username, bool has_expiry,
+                          uint32_t expiry_s, uint64_t now);
 static inline mqbi_msg *mqbi_msg_ref(mqbi_msg *m)
 {
 	atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
@@ -141,6 +143,10 @@ struct mqbi_session {
 	/* A will waiting for its Will Delay Interval after the connection closed. */
 	mqbi_msg *pending_will;
 	mqbi_timer will_timer;
+	/* An in-process subscription (mqb_subscribe) instead of a client. */
+	mqb_message_fn host_fn;
+	void *host_user;
+	bool listed; /* in the worker's session table (false for host sessions) */
 };
 
 /* Gives up the session reference the caller holds; frees the session when it
@@ -152,6 +158,7 @@ void mqbi_session_unref(mqbi_session *s);
 enum {
 	MQBI_CS_CONNECTING = 0, /* waiting for CONNECT */
 	MQBI_CS_AUTHENTICATING, /* enhanced authentication in progress */
+	MQBI_CS_AUTH_PENDING,   /* waiting for the authenticate hook's answer; reading paused */
 	MQBI_CS_CONNECTED,
 	MQBI_CS_CLOSING /* no more input is processed */
 };
@@ -164,7 +171,8 @@ struct mqbi_client {
 	mqbi_client *prev, *next; /* the worker's client list */
 	mqbi_client *dirty_next;  /* the worker's flush list */
 	bool dirty;
-	bool local_loopback; /* arrived through a loopback interface */
+	bool close_after_flush; /* shutdown: close once the output is written */
+	bool local_loopback;    /* arrived through a loopback interface */
 	uint8_t state;
 	uint8_t level;
 	int fd;
@@ -200,7 +208,9 @@ struct mqbi_client {
 	uint32_t will_delay;
 	/* Enhanced authentication. */
 	char *auth_method;
-	/* The CONNECT being processed while waiting for AUTH. */
+	/* The pending answer of the authenticate hook. */
+	struct mqb_auth_ticket *ticket;
+	/* The CONNECT being processed while waiting for AUTH or the hook. */
 	uint8_t *pending_connect;
 	size_t pending_connect_len;
 	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
@@ -264,15 +274,21 @@ struct mqbi_worker {
 	mqbi_client *dirty;   /* clients with output to flush */
 	mqbi_client *dead;    /* closed clients, freed before the loop sleeps */
 	mqbi_xbatch **outbox; /* [nworkers] pending cross-worker deliveries */
-	int *listen_fds;      /* [nlisteners], -1 when closed */
 	uint8_t *rbuf;        /* loop-wide read buffer */
 	size_t rbuf_cap;
 	mqbi_target *targets; /* scratch for routing */
 	uint32_t ntargets, targets_cap;
+	/* Scratch for handing messages to the host (mqbi_msg_view). */
+	mqb_user_property *view_props;
+	size_t view_props_cap;
+	char *view_text;
+	size_t view_text_cap;
 	mqbi_timer sys_timer;
 	uint32_t rand_state;
 	/* Shutdown steps, preallocated so mqb_broker_stop() is async-signal-safe. */
 	mqbi_inbox_item stop1, stop2;
+	bool draining;          /* phase 2: close clients as their output drains */
+	mqbi_timer drain_timer; /* then close the rest */
 	mqbi_metrics m;
 };
 
@@ -283,6 +299,7 @@ struct mqbi_listener {
 	int fd;
 	int port;         /* bound port */
 	bool loopback;    /* bound to a loopback address */
+	bool removed;     /* closed by mqb_broker_remove_listener() */
 	mqbi_timer pause; /* accept paused after EMFILE */
 	_Atomic int64_t connections;
 };
@@ -326,14 +343,17 @@ struct mqb_broker {
 	struct mqbi_limits_version *limit_versions;
 	mqb_log_fn log_fn;
 	void *log_user;
-	mqb_log_level log_level;
+	_Atomic int log_level_now; /* mqb_log_level; changed by reconfigure */
 	char node[128];
 	mqbi_trie *trie;
 	mqbi_retain *retain;
 	unsigned nworkers;
 	mqbi_worker *workers;
-	unsigned nlisteners;
-	mqbi_listener *listeners;
+	/* Listeners, opened from the config or at run time; removed ones stay
+	 * (closed) until destroy since connections refer to them. Guarded by
+	 * state_lock. */
+	mqbi_listener **listeners;
+	unsigned nlisteners, listeners_cap;
 	_Atomic int state;
 	_Atomic unsigned stop_pending; /* workers yet to finish shutdown phase 1 */
 	_Atomic unsigned running_workers;
@@ -343,6 +363,12 @@ struct mqb_broker {
 	uint64_t started_wall; /* unix ms */
 	_Atomic uint64_t next_uid;
 	mqb_hooks hooks;
+	bool stepped;          /* started with mqb_broker_start_stepped() */
+	pthread_t step_thread; /* the thread that last called mqb_broker_step() */
+	int step_fd;           /* epoll set of the workers' loop descriptors */
+	_Atomic unsigned next_host_worker;
+	pthread_mutex_t host_subs_lock;
+	struct mqb_subscription *host_subs; /* live in-process subscriptions */
 	_Atomic size_t retained_count_hint;
 };
 
@@ -353,20 +379,39 @@ static inline const mqbi_limits *mqbi_lim(const mqb_broker *b)
 
 /* ---- Functions shared across lib/core and lib/net ----------------------- */
 
+/* embed.c */
+/* Runs fn(w, arg) on worker w's thread and waits for it; runs it directly when
+ * called from that thread, before start, after stop, or in step mode from the
+ * stepping thread. MQB_ERR_STATE if the worker stopped before running it. */
+mqb_err mqbi_worker_call(mqbi_worker *w, void (*fn)(mqbi_worker *w, void *arg), void *arg);
+/* Fills *out with a view of msg for the host; valid until the next view on w. */
+void mqbi_msg_view(mqbi_worker *w, const mqbi_msg *msg, uint8_t qos, bool retain, mqb_message *out);
+/* Builds a message from the host's description. */
+/* Ends the in-process subscriptions the host left (at destroy). */
+void mqbi_host_subs_release(mqb_broker *b);
+mqb_err mqbi_msg_from_api(mqb_broker *b, const mqb_message *m, const char *publisher,
+                          const char *username, uint64_t now, mqbi_msg **out, const char **why);
+
 /* log.c */
 void mqbi_log(mqb_broker *b, mqb_log_level lvl, const char *module, const mqbi_client *c,
               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 static inline bool mqbi_log_enabled(const mqb_broker *b, mqb_log_level lvl)
 {
-	return b->log_fn && lvl <= b->log_level;
+	return b->log_fn &&
+	       (int)lvl <= atomic_load_explicit(&b->log_level_now, memory_order_relaxed);
 }
 
 /* broker.c */
+/* Publishes new limits read from cfg (mqbi_lim() readers see them at once). */
+mqb_err mqbi_limits_reload(mqb_broker *b, const mqb_config *cfg);
 mqbi_worker *mqbi_home_worker(mqb_broker *b, const char *client_id, size_t len);
 uint32_t mqbi_random(mqbi_worker *w);
 
 /* listener.c */
+/* Opens every configured listener (at start). */
 mqb_err mqbi_listeners_open(mqb_broker *b);
+/* Adds and opens a listener on a running (or starting) broker. */
+mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg);
 void mqbi_worker_close_listeners(mqbi_worker *w);
 
 /* conn.c: socket I/O of a client */
@@ -382,6 +427,12 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason);
 /* Sends DISCONNECT (v5) with reason (and an optional reason string) then closes. */
 void mqbi_client_disconnect(mqbi_client *c, uint8_t reason, const char *why);
 void mqbi_client_free(mqbi_client *c);
+/* Stops or restarts reading from the client; restarting processes what is
+ * buffered. Returns false if the client was closed meanwhile. */
+void mqbi_client_pause(mqbi_client *c);
+bool mqbi_client_resume(mqbi_client *c);
+/* Drops the ticket of a client that goes away (client.c). */
+void mqbi_client_forget_ticket(mqbi_client *c);
 
 /* client.c: protocol state machine */
 /* Processes whole packets from buf; returns bytes consumed, or -1 when the
@@ -393,6 +444,8 @@ mqb_err mqbi_client_send_packet(mqbi_client *c, const mqbi_packet *p);
 /* session.c */
 mqbi_session *mqbi_session_find(mqbi_worker *w, const char *id, size_t len);
 mqbi_session *mqbi_session_create(mqbi_worker *w, const char *id, size_t len);
+/* A session that is not in the table: an in-process subscription. */
+mqbi_session *mqbi_session_create_host(mqbi_worker *w, mqb_message_fn fn, void *user);
 void mqbi_session_end(mqbi_session *s, const char *why); /* discard now */
 void mqbi_session_attach(mqbi_session *s, mqbi_client *c);
 void mqbi_session_detach(mqbi_session *s); /* the client went away */
@@ -421,10 +474,42 @@ void mqbi_handle_ack(mqbi_client *c, mqbi_ptype type, const mqbi_ack *a);
  * now (output over the high-water mark). */
 bool mqbi_send_publish(mqbi_client *c, mqbi_delivery *d);
 void mqbi_retain_store(mqb_broker *b, mqbi_msg *msg);
+/* Runs the on_publish hook (c == NULL for the host). Returns the message to
+ * route (msg itself, or a replacement holding its own reference, in which case
+ * msg was released), or NULL when the hook dropped it (msg released, *reason
+ * set). */
+mqbi_msg *mqbi_hook_on_publish(mqbi_worker *w, mqbi_client *c, mqbi_msg *msg, uint8_t *reason);
+/* Publishes a will (through the on_publish hook) and releases it; c is the
+ * client it belonged to, or NULL once that client is gone. */
+void mqbi_publish_will(mqbi_worker *w, mqbi_client *c, mqbi_msg *will);
+/* Stores (if retained) and routes a message on w; returns the matches. */
+size_t mqbi_publish_message(mqbi_worker *w, mqbi_msg *msg);
 
 /* subscribe.c */
 void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *s);
 void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *s);
+/* Adds or replaces one subscription of a session (level: the protocol whose
+ * reason codes and options apply); returns the SUBACK reason code. */
+uint8_t mqbi_session_subscribe(mqbi_session *s, uint8_t level, mqbi_bytes text,
+                               const mqbi_subopts *o, uint32_t sub_id, bool *is_new, bool *shared);
+bool mqbi_session_unsubscribe(mqbi_session *s, const char *text, size_t len);
+/* Re-marks the session's routes when its subscription count crossed one. */
+void mqbi_session_sync_multi(mqbi_session *s, size_t before);
+void mqbi_session_send_retained(mqbi_session *s, const char *filter, size_t flen, uint8_t qos,
+                                uint32_t sub_id);
+
+/* hooks.c */
+void mqbi_event(mqb_broker *b, mqb_event_type type, const mqbi_client *c, const char *client_id,
+                int reason, const char *topic, int qos, const char *text);
+static inline bool mqbi_events_on(const mqb_broker *b)
+{
+	return b->hooks.on_event != NULL;
+}
+/* The authorize hook for (action, topic): false = denied. *qos may be lowered. */
+bool mqbi_hook_authorize(mqbi_client *c, mqb_action action, const char *topic, size_t len,
+                         uint8_t *qos);
+/* The on_deliver hook: false = skip this client. */
+bool mqbi_hook_on_deliver(mqbi_client *c, const mqbi_msg *msg, uint8_t qos, bool retain);
 
 /* sys.c */
 void mqbi_sys_start(mqbi_worker *w);

@@ -78,12 +78,14 @@ static size_t copy_forwarded_props(uint8_t *dst, const uint8_t *src, size_t len)
 mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topic_len,
                           const uint8_t *props, size_t props_len, const void *payload,
                           size_t payload_len, uint8_t qos, bool retain, const char *publisher,
-                          size_t publisher_len, bool has_expiry, uint32_t expiry_s, uint64_t now)
+                          size_t publisher_len, const char *username, bool has_expiry,
+                          uint32_t expiry_s, uint64_t now)
 {
+	size_t ulen = username ? strlen(username) : 0;
 	if (topic_len > UINT16_MAX || publisher_len > UINT16_MAX || payload_len > UINT32_MAX)
 		return NULL;
-	size_t size =
-	        sizeof(mqbi_msg) + topic_len + 1 + props_len + payload_len + publisher_len + 1;
+	size_t size = sizeof(mqbi_msg) + topic_len + 1 + props_len + payload_len + publisher_len +
+	              1 + (username ? ulen + 1 : 0);
 	mqbi_msg *m = mqbi_malloc(a, size);
 	if (!m)
 		return NULL;
@@ -111,6 +113,12 @@ mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topi
 	p[publisher_len] = '\0';
 	m->publisher = (const char *)p;
 	m->publisher_len = (uint16_t)publisher_len;
+	p += publisher_len + 1;
+	m->username = NULL;
+	if (username) {
+		memcpy(p, username, ulen + 1);
+		m->username = (const char *)p;
+	}
 	return m;
 }
 

@@ -360,9 +360,30 @@ size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg)
 		t->sub_ids = NULL;
 	}
 	w->ntargets = 0;
-	if (!matched)
+	if (!matched) {
 		MQBI_COUNT(w->m.messages_dropped, 1); /* no subscribers */
+		if (mqbi_events_on(b) && msg->topic[0] != '$')
+			mqbi_event(b, MQB_EVENT_MESSAGE_DROPPED, NULL, msg->publisher, 0,
+			           msg->topic, msg->qos, "no subscribers");
+	}
 	return matched;
+}
+
+size_t mqbi_publish_message(mqbi_worker *w, mqbi_msg *msg)
+{
+	if (msg->retain)
+		mqbi_retain_store(w->broker, msg);
+	return mqbi_route_message(w, msg);
+}
+
+void mqbi_publish_will(mqbi_worker *w, mqbi_client *c, mqbi_msg *will)
+{
+	uint8_t reason;
+	mqbi_msg *msg = mqbi_hook_on_publish(w, c, will, &reason);
+	if (!msg)
+		return;
+	mqbi_publish_message(w, msg);
+	mqbi_msg_unref(&w->broker->alloc, msg);
 }
 
 void mqbi_retain_store(mqb_broker *b, mqbi_msg *msg)
@@ -465,6 +486,20 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 		return refuse_publish(c, p, MQBI_RC_NOT_AUTHORIZED,
 		                      "clients may not publish to $SYS");
 
+	uint8_t granted = p->qos;
+	if (!mqbi_hook_authorize(c, MQB_ACTION_PUBLISH, topic, tlen, &granted)) {
+		mqbi_event(b, MQB_EVENT_MESSAGE_DROPPED, c, NULL, MQBI_RC_NOT_AUTHORIZED, NULL,
+		           p->qos, "publish not authorized");
+		MQBI_COUNT(w->m.messages_dropped, 1);
+		/* 3.x clients cannot be told: acknowledge and drop (EMQX's
+		 * acl_deny_action = ignore). */
+		if (p->qos == 1)
+			send_ack(c, MQBI_PUBACK, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
+		else if (p->qos == 2)
+			send_ack(c, MQBI_PUBREC, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
+		return;
+	}
+
 	if (p->qos == 2) {
 		/* Exactly once: a retransmitted PUBLISH is acknowledged, not routed. */
 		if (mqbi_session_awaiting_rel(s, p->packet_id)) {
@@ -493,18 +528,24 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 	mqbi_msg *msg =
 	        mqbi_msg_create(&b->alloc, topic, tlen, v5 ? p->props.raw : NULL,
 	                        v5 ? p->props.raw_len : 0, p->payload.ptr, p->payload.len, p->qos,
-	                        p->retain, c->client_id, strlen(c->client_id), has_exp,
+	                        p->retain, c->client_id, strlen(c->client_id), c->username, has_exp,
 	                        has_exp ? p->props.message_expiry : 0, mqbi_loop_now(w->loop));
 	if (!msg) {
 		if (p->qos == 2)
 			mqbi_session_awaiting_rel_remove(s, p->packet_id);
 		return refuse_publish(c, p, MQBI_RC_IMPL_SPECIFIC, "out of memory");
 	}
-	if (p->retain)
-		mqbi_retain_store(b, msg);
-	size_t matched = mqbi_route_message(w, msg);
-	mqbi_msg_unref(&b->alloc, msg);
-	uint8_t rc = matched ? MQBI_RC_SUCCESS : MQBI_RC_NO_MATCHING_SUBSCRIBERS;
+	uint8_t rc = MQBI_RC_SUCCESS;
+	msg = mqbi_hook_on_publish(w, c, msg, &rc);
+	if (!msg) {
+		MQBI_COUNT(w->m.messages_dropped, 1);
+		if (p->qos == 2 && c->level == MQBI_V5)
+			mqbi_session_awaiting_rel_remove(s, p->packet_id); /* the exchange ends */
+	} else {
+		size_t matched = mqbi_publish_message(w, msg);
+		mqbi_msg_unref(&b->alloc, msg);
+		rc = matched ? MQBI_RC_SUCCESS : MQBI_RC_NO_MATCHING_SUBSCRIBERS;
+	}
 	if (p->qos == 1)
 		send_ack(c, MQBI_PUBACK, p->packet_id, rc);
 	else if (p->qos == 2)

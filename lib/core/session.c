@@ -17,26 +17,45 @@ mqbi_session *mqbi_session_find(mqbi_worker *w, const char *id, size_t len)
 	return mqbi_strmap_get(&w->sessions, id, len);
 }
 
-mqbi_session *mqbi_session_create(mqbi_worker *w, const char *id, size_t len)
+static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, bool listed)
 {
 	mqb_broker *b = w->broker;
 	mqbi_session *s = mqbi_calloc(&b->alloc, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->client_id = mqbi_strndup(&b->alloc, id, len);
-	if (!s->client_id || mqbi_strmap_put(&w->sessions, s->client_id, len, s) != MQB_OK) {
+	if (!s->client_id ||
+	    (listed && mqbi_strmap_put(&w->sessions, s->client_id, len, s) != MQB_OK)) {
 		mqbi_free(&b->alloc, s->client_id);
 		mqbi_free(&b->alloc, s);
 		return NULL;
 	}
 	atomic_init(&s->refs, 1);
-	atomic_init(&s->online, false);
+	atomic_init(&s->online, !listed);
+	s->listed = listed;
 	s->home = w;
 	s->id_len = len;
 	s->uid = atomic_fetch_add(&b->next_uid, 1);
 	s->next_packet_id = 1;
 	mqbi_strmap_init(&s->subs, &b->alloc);
-	MQBI_COUNT(w->m.sessions, 1);
+	if (listed)
+		MQBI_COUNT(w->m.sessions, 1);
+	return s;
+}
+
+mqbi_session *mqbi_session_create(mqbi_worker *w, const char *id, size_t len)
+{
+	return session_new(w, id, len, true);
+}
+
+mqbi_session *mqbi_session_create_host(mqbi_worker *w, mqb_message_fn fn, void *user)
+{
+	mqbi_session *s = session_new(w, "", 0, false);
+	if (s) {
+		s->host_fn = fn;
+		s->host_user = user;
+		s->expiry = UINT32_MAX;
+	}
 	return s;
 }
 
@@ -136,11 +155,7 @@ void mqbi_session_remove_all_subs(mqbi_session *s)
 
 static void publish_will_now(mqbi_session *s, mqbi_msg *will)
 {
-	mqbi_worker *w = s->home;
-	if (will->retain)
-		mqbi_retain_store(w->broker, will);
-	mqbi_route_message(w, will);
-	mqbi_msg_unref(&w->broker->alloc, will);
+	mqbi_publish_will(s->home, s->client, will);
 }
 
 void mqbi_session_end(mqbi_session *s, const char *why)
@@ -149,15 +164,17 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 		return;
 	mqbi_worker *w = s->home;
 	const mqb_allocator *a = alloc_of(s);
-	mqbi_log(w->broker, MQB_LOG_INFO, "session", s->client, "session %s ended: %s",
-	         s->client_id, why);
+	if (s->listed)
+		mqbi_log(w->broker, MQB_LOG_INFO, "session", s->client, "session %s ended: %s",
+		         s->client_id, why);
 	if (s->client) {
 		s->client->session = NULL;
 		s->client = NULL;
 	}
 	atomic_store(&s->online, false);
 	s->ended = true;
-	mqbi_strmap_remove(&w->sessions, s->client_id, s->id_len);
+	if (s->listed)
+		mqbi_strmap_remove(&w->sessions, s->client_id, s->id_len);
 	mqbi_session_remove_all_subs(s);
 	mqbi_timer_stop(w->loop, &s->expiry_timer);
 	mqbi_timer_stop(w->loop, &s->will_timer);
@@ -181,13 +198,16 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 	s->awaiting_rel = NULL;
 	s->awaiting_rel_at = NULL;
 	s->awaiting_rel_count = s->awaiting_rel_cap = 0;
-	MQBI_COUNT(w->m.sessions, (uint64_t)-1);
+	if (s->listed)
+		MQBI_COUNT(w->m.sessions, (uint64_t)-1);
 	mqbi_session_unref(s);
 }
 
 static void expiry_timer_fn(mqbi_loop *l, mqbi_timer *t)
 {
 	mqbi_session *s = container_of(t, mqbi_session, expiry_timer);
+	mqbi_event(s->home->broker, MQB_EVENT_SESSION_EXPIRED, NULL, s->client_id, 0, NULL, 0,
+	           "session expiry interval elapsed");
 	mqbi_session_end(s, "session expired");
 }
 
@@ -231,6 +251,8 @@ void mqbi_session_detach(mqbi_session *s)
 	s->client = NULL;
 	atomic_store(&s->online, false);
 	if (s->expiry == 0) {
+		mqbi_event(s->home->broker, MQB_EVENT_SESSION_EXPIRED, NULL, s->client_id, 0, NULL,
+		           0, "session expiry interval 0");
 		mqbi_session_end(s, "session expiry 0");
 		return;
 	}
@@ -304,12 +326,20 @@ static bool start_flight(mqbi_session *s, mqbi_delivery *d)
 	return true;
 }
 
-static void drop(mqbi_session *s, mqbi_delivery *d, const char *why)
+static void drop_event(mqbi_session *s, const mqbi_msg *m, uint8_t qos, const char *why)
 {
 	mqbi_worker *w = s->home;
 	MQBI_COUNT(w->m.messages_dropped, 1);
-	if (d->qos == 0)
+	if (qos == 0)
 		MQBI_COUNT(w->m.messages_dropped_qos0, 1);
+	mqbi_event(w->broker, MQB_EVENT_MESSAGE_DROPPED, s->client, s->client_id, 0, m->topic, qos,
+	           why);
+}
+
+static void drop(mqbi_session *s, mqbi_delivery *d, const char *why)
+{
+	mqbi_worker *w = s->home;
+	drop_event(s, d->msg, d->qos, why);
 	mqbi_log(w->broker, MQB_LOG_DEBUG, "session", s->client,
 	         "dropped a message on '%s' for %s: %s", d->msg->topic, s->client_id, why);
 	mqbi_delivery_release(&w->broker->alloc, d);
@@ -328,6 +358,11 @@ void mqbi_session_pump(mqbi_session *s)
 		if (mqbi_msg_expired(d.msg, now)) {
 			MQBI_COUNT(s->home->m.messages_expired, 1);
 			drop(s, &d, "expired");
+			continue;
+		}
+		if (c->w->broker->hooks.on_deliver &&
+		    !mqbi_hook_on_deliver(c, d.msg, d.qos, d.retain)) {
+			mqbi_delivery_release(alloc_of(s), &d);
 			continue;
 		}
 		if (d.qos == 0) {
@@ -363,9 +398,17 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 {
 	if (s->ended)
 		return;
+	if (s->host_fn) {
+		mqb_message view;
+		mqbi_msg_view(s->home, msg, qos, retain, &view);
+		s->host_fn(s->host_user, &view);
+		return;
+	}
 	mqb_broker *b = s->home->broker;
 	const mqb_allocator *a = &b->alloc;
 	mqbi_client *c = s->client;
+	if (c && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain))
+		return;
 	mqbi_delivery d = {.msg = msg, .qos = qos, .retain = retain, .n_sub_ids = n_sub_ids};
 	if (n_sub_ids == 1)
 		d.sub_id = sub_ids[0];
@@ -391,8 +434,8 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	}
 	if (qos == 0 && (c || !mqbi_lim(b)->mqueue_store_qos0)) {
 		/* Connected but congested, or offline without QoS 0 queueing. */
-		MQBI_COUNT(s->home->m.messages_dropped, 1);
-		MQBI_COUNT(s->home->m.messages_dropped_qos0, 1);
+		drop_event(s, msg, 0,
+		           c ? "client congested" : "offline (mqueue_store_qos0 = false)");
 		return;
 	}
 	/* Queue it, within the limits; QoS 0 goes first when full. */
@@ -402,8 +445,7 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	             s->queue.bytes + msg->payload_len > lim->max_mqueue_bytes);
 	if (full) {
 		if (qos == 0) {
-			MQBI_COUNT(s->home->m.messages_dropped, 1);
-			MQBI_COUNT(s->home->m.messages_dropped_qos0, 1);
+			drop_event(s, msg, 0, "queue full");
 			return;
 		}
 		uint32_t victim = 0;

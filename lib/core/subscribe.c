@@ -8,7 +8,7 @@
 /* Routes of a session with several subscriptions carry MQBI_ROUTE_MULTI so
  * routing merges overlapping matches into one delivery. Re-marks them when
  * the count crosses one. */
-static void sync_multi(mqbi_session *s, size_t before)
+void mqbi_session_sync_multi(mqbi_session *s, size_t before)
 {
 	size_t after = mqbi_strmap_count(&s->subs);
 	if ((before > 1) == (after > 1))
@@ -45,15 +45,19 @@ static void send_retained(void *user, const char *topic, size_t tlen, void *valu
 	mqbi_session_deliver(rc->s, m, qos, true, &rc->sub_id, rc->sub_id ? 1 : 0);
 }
 
-/* Adds or replaces one subscription; returns the reason code for SUBACK and
- * sets *is_new. */
-static uint8_t subscribe_one(mqbi_client *c, mqbi_bytes text, const mqbi_subopts *o,
-                             uint32_t sub_id, bool *is_new, bool *shared)
+void mqbi_session_send_retained(mqbi_session *s, const char *filter, size_t flen, uint8_t qos,
+                                uint32_t sub_id)
 {
-	mqbi_session *s = c->session;
-	mqb_broker *b = c->w->broker;
+	retained_ctx rc = {s, qos, sub_id, mqbi_loop_now(s->home->loop)};
+	mqbi_retain_match(s->home->broker->retain, filter, flen, send_retained, &rc);
+}
+
+uint8_t mqbi_session_subscribe(mqbi_session *s, uint8_t level, mqbi_bytes text,
+                               const mqbi_subopts *o, uint32_t sub_id, bool *is_new, bool *shared)
+{
+	mqb_broker *b = s->home->broker;
 	const mqbi_limits *lim = mqbi_lim(b);
-	bool v5 = c->level == MQBI_V5;
+	bool v5 = level == MQBI_V5;
 	const char *group, *filter;
 	size_t glen, flen;
 	int sh = mqbi_topic_split_shared((const char *)text.ptr, text.len, &group, &glen, &filter,
@@ -148,7 +152,19 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	pos = 0;
 	while (mqbi_sublist_next(sp, true, &pos, &f, &o)) {
 		bool is_new = false, shared = false;
-		reasons[i] = subscribe_one(c, f, &o, sub_id, &is_new, &shared);
+		uint8_t q = o.qos;
+		if (!mqbi_hook_authorize(c, MQB_ACTION_SUBSCRIBE, (const char *)f.ptr, f.len, &q)) {
+			reasons[i] = v5 ? MQBI_RC_NOT_AUTHORIZED : 0x80;
+			send[i++] = false;
+			continue;
+		}
+		o.qos = q;
+		reasons[i] = mqbi_session_subscribe(s, c->level, f, &o, sub_id, &is_new, &shared);
+		if (reasons[i] < 0x80 && mqbi_events_on(b)) {
+			char *t = mqbi_strndup(&b->alloc, f.ptr, f.len);
+			mqbi_event(b, MQB_EVENT_SUBSCRIBED, c, NULL, 0, t, reasons[i], NULL);
+			mqbi_free(&b->alloc, t);
+		}
 		/* Retain Handling: 0 always, 1 only for a new subscription, 2 never;
 		 * never for shared subscriptions. */
 		send[i] = reasons[i] < 0x80 && !shared &&
@@ -157,7 +173,7 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 		         (const char *)f.ptr, o.qos, mqbi_reason_name(reasons[i]));
 		i++;
 	}
-	sync_multi(s, before);
+	mqbi_session_sync_multi(s, before);
 
 	mqbi_packet ack = {.type = MQBI_SUBACK};
 	ack.u.suback.packet_id = sp->packet_id;
@@ -169,17 +185,28 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	i = 0;
 	pos = 0;
 	while (mqbi_sublist_next(sp, true, &pos, &f, &o)) {
-		if (send[i]) {
-			retained_ctx rc = {s, reasons[i], sub_id, mqbi_loop_now(c->w->loop)};
-			mqbi_retain_match(b->retain, (const char *)f.ptr, f.len, send_retained,
-			                  &rc);
-		}
+		if (send[i])
+			mqbi_session_send_retained(s, (const char *)f.ptr, f.len, reasons[i],
+			                           sub_id);
 		i++;
 	}
 	if (reasons != small)
 		mqbi_free(&b->alloc, reasons);
 	if (send != small_send)
 		mqbi_free(&b->alloc, send);
+}
+
+bool mqbi_session_unsubscribe(mqbi_session *s, const char *text, size_t len)
+{
+	mqb_broker *b = s->home->broker;
+	mqbi_sub *sub = mqbi_strmap_remove(&s->subs, text, len);
+	if (!sub)
+		return false;
+	mqbi_trie_remove(b->trie, sub->text + sub->filter_off, sub->filter_len,
+	                 sub->text + sub->group_off, sub->group_len, s);
+	mqbi_free(&b->alloc, sub->text);
+	mqbi_free(&b->alloc, sub);
+	return true;
 }
 
 void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *sp)
@@ -194,18 +221,15 @@ void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	uint32_t pos = 0, i = 0;
 	mqbi_bytes f;
 	while (mqbi_sublist_next(sp, false, &pos, &f, NULL)) {
-		mqbi_sub *sub = mqbi_strmap_remove(&s->subs, (const char *)f.ptr, f.len);
-		if (sub) {
-			mqbi_trie_remove(b->trie, sub->text + sub->filter_off, sub->filter_len,
-			                 sub->text + sub->group_off, sub->group_len, s);
-			mqbi_free(&b->alloc, sub->text);
-			mqbi_free(&b->alloc, sub);
-			reasons[i++] = MQBI_RC_SUCCESS;
-		} else {
-			reasons[i++] = MQBI_RC_NO_SUBSCRIPTION_EXISTED;
+		bool found = mqbi_session_unsubscribe(s, (const char *)f.ptr, f.len);
+		reasons[i++] = found ? MQBI_RC_SUCCESS : MQBI_RC_NO_SUBSCRIPTION_EXISTED;
+		if (found && mqbi_events_on(b)) {
+			char *t = mqbi_strndup(&b->alloc, f.ptr, f.len);
+			mqbi_event(b, MQB_EVENT_UNSUBSCRIBED, c, NULL, 0, t, 0, NULL);
+			mqbi_free(&b->alloc, t);
 		}
 	}
-	sync_multi(s, before);
+	mqbi_session_sync_multi(s, before);
 	mqbi_packet ack = {.type = MQBI_UNSUBACK};
 	ack.u.suback.packet_id = sp->packet_id;
 	ack.u.suback.reasons.ptr = reasons;

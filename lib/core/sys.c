@@ -17,7 +17,7 @@ void mqbi_sys_publish(mqbi_worker *w, const char *subtopic, const char *payload,
 		return;
 	mqbi_msg *m =
 	        mqbi_msg_create(&b->alloc, topic, (size_t)n, NULL, 0, payload, strlen(payload), 0,
-	                        retain, "", 0, false, 0, mqbi_loop_now(w->loop));
+	                        retain, "", 0, NULL, false, 0, mqbi_loop_now(w->loop));
 	if (!m)
 		return;
 	if (retain)

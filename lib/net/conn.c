@@ -95,20 +95,24 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	mqbi_log(b, MQB_LOG_DEBUG, "net", c, "accepted on listener %s", ls->cfg.name);
 }
 
-void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
+void mqbi_client_pause(mqbi_client *c)
 {
-	c->w = w;
-	list_insert(w, c);
+	mqbi_loop_watch(c->w->loop, c->fd, 0, on_io, c);
+}
+
+bool mqbi_client_resume(mqbi_client *c)
+{
+	mqbi_worker *w = c->w;
+	if (c->state == MQBI_CS_CLOSING)
+		return false;
 	if (mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
 		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
-		return;
+		return false;
 	}
-	mqbi_timer_start(w->loop, &c->timer, mqbi_lim(w->broker)->idle_timeout, mqbi_client_timer_fn);
-	/* The bytes read on the accepting worker (CONNECT first) are processed here. */
 	if (c->rlen) {
 		long n = mqbi_client_process(c, c->rbuf, c->rlen);
 		if (n < 0)
-			return;
+			return false;
 		memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
 		c->rlen -= (size_t)n;
 		if (c->rlen == 0) {
@@ -117,6 +121,17 @@ void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
 			c->rcap = 0;
 		}
 	}
+	return true;
+}
+
+void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
+{
+	c->w = w;
+	list_insert(w, c);
+	mqbi_timer_start(w->loop, &c->timer, mqbi_lim(w->broker)->idle_timeout,
+	                 mqbi_client_timer_fn);
+	/* The bytes read on the accepting worker (CONNECT first) are processed here. */
+	mqbi_client_resume(c);
 }
 
 /* Detaches c from its worker so another worker can adopt it. The unprocessed
@@ -215,6 +230,10 @@ static bool client_flush(mqbi_client *c)
 		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "write failed: %s",
 		         n < 0 ? strerror(errno) : "closed");
 		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return false;
+	}
+	if (c->close_after_flush) {
+		mqbi_client_close(c, MQBI_RC_SERVER_SHUTTING_DOWN);
 		return false;
 	}
 	/* All written: an idle connection keeps no output buffer. */
@@ -333,6 +352,7 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 		(void)!send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
 		            MSG_NOSIGNAL | MSG_DONTWAIT);
 	mqbi_timer_stop(w->loop, &c->timer);
+	mqbi_client_forget_ticket(c);
 	mqbi_loop_unwatch(w->loop, c->fd);
 	close(c->fd);
 	c->fd = -1;
@@ -345,12 +365,8 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 		/* A delayed will waits in the session unless the session ends first. */
 		if (s && c->will_delay > 0 && s->expiry > 0)
 			mqbi_session_schedule_will(s, will, c->will_delay);
-		else {
-			if (will->retain)
-				mqbi_retain_store(b, will);
-			mqbi_route_message(w, will);
-			mqbi_msg_unref(&b->alloc, will);
-		}
+		else
+			mqbi_publish_will(w, c, will);
 	}
 	if (was_connected) {
 		MQBI_COUNT(w->m.connections, (uint64_t)-1);
@@ -358,6 +374,8 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 		mqbi_log(b, MQB_LOG_INFO, "session", c, "disconnected (%s)",
 		         mqbi_reason_name(reason));
 		mqbi_sys_client_event(c, false);
+		mqbi_event(b, MQB_EVENT_DISCONNECTED, c, NULL, reason, NULL, 0,
+		           mqbi_reason_name(reason));
 	}
 	if (s) {
 		c->session = NULL;

@@ -1,6 +1,6 @@
-/* TCP listeners. Each listener is served by one worker (listener i on worker
- * i mod N); an accepted connection moves to its session's home worker once
- * its CONNECT is read, so accepting on one worker does not pin the load. */
+/* TCP listeners. Listener i is served by worker i mod N; an accepted
+ * connection moves to its session's home worker once its CONNECT is read, so
+ * accepting on one worker does not pin the load. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -71,7 +71,7 @@ static void on_accept(mqbi_loop *l, int lfd, void *user, unsigned events)
 	}
 }
 
-static mqb_err open_one(mqb_broker *b, mqbi_listener *ls)
+static mqb_err open_socket(mqb_broker *b, mqbi_listener *ls)
 {
 	const mqbi_listener_cfg *cfg = &ls->cfg;
 	char port[16];
@@ -118,30 +118,89 @@ static mqb_err open_one(mqb_broker *b, mqbi_listener *ls)
 	return MQB_OK;
 }
 
+static void watch_listener(mqbi_worker *w, void *arg)
+{
+	mqbi_listener *ls = arg;
+	if (mqbi_loop_watch(w->loop, ls->fd, MQBI_EV_READ, on_accept, ls) != MQB_OK) {
+		close(ls->fd);
+		ls->fd = -1;
+	}
+}
+
+static void close_listener(mqbi_worker *w, void *arg)
+{
+	mqbi_listener *ls = arg;
+	if (ls->fd < 0)
+		return;
+	mqbi_timer_stop(w->loop, &ls->pause);
+	mqbi_loop_unwatch(w->loop, ls->fd);
+	close(ls->fd);
+	ls->fd = -1;
+}
+
+static mqbi_listener *find(mqb_broker *b, const char *name)
+{
+	for (unsigned i = 0; i < b->nlisteners; i++)
+		if (!b->listeners[i]->removed && strcmp(b->listeners[i]->cfg.name, name) == 0)
+			return b->listeners[i];
+	return NULL;
+}
+
+mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg)
+{
+	mqbi_listener *ls = mqbi_calloc(&b->alloc, sizeof(*ls));
+	if (!ls)
+		return MQB_ERR_NOMEM;
+	ls->cfg = *cfg;
+	ls->broker = b;
+	ls->fd = -1;
+	pthread_mutex_lock(&b->state_lock);
+	mqb_err err = find(b, cfg->name) ? MQB_ERR_EXISTS : MQB_OK;
+	if (!err && b->nlisteners == b->listeners_cap) {
+		unsigned cap = b->listeners_cap ? b->listeners_cap * 2 : 4;
+		mqbi_listener **n = mqbi_realloc(&b->alloc, b->listeners, sizeof(*n) * cap);
+		if (n) {
+			b->listeners = n;
+			b->listeners_cap = cap;
+		} else {
+			err = MQB_ERR_NOMEM;
+		}
+	}
+	if (!err) {
+		ls->w = &b->workers[b->nlisteners % b->nworkers];
+		b->listeners[b->nlisteners++] = ls;
+	}
+	pthread_mutex_unlock(&b->state_lock);
+	if (err) {
+		mqbi_free(&b->alloc, ls);
+		return err;
+	}
+	/* From here it is the broker's (freed at destroy), opened or not. */
+	err = open_socket(b, ls);
+	if (!err) {
+		mqbi_worker_call(ls->w, watch_listener, ls);
+		if (ls->fd < 0)
+			err = MQB_ERR_IO;
+	}
+	if (err) {
+		ls->removed = true;
+		return err;
+	}
+	mqbi_log(b, MQB_LOG_NOTICE, "net", NULL, "listening on %s:%d (listener.%s.%s)",
+	         ls->cfg.host, ls->port, ls->cfg.type, ls->cfg.name);
+	return MQB_OK;
+}
+
 mqb_err mqbi_listeners_open(mqb_broker *b)
 {
-	for (unsigned i = 0; i < b->nlisteners; i++) {
-		mqbi_listener *ls = &b->listeners[i];
-		ls->broker = b;
-		ls->w = &b->workers[i % b->nworkers];
-		ls->fd = -1;
-		mqb_err err = open_one(b, ls);
-		if (!err)
-			err = mqbi_loop_watch(ls->w->loop, ls->fd, MQBI_EV_READ, on_accept, ls);
+	size_t n = mqbi_cfg_listener_count(b->cfg);
+	for (size_t i = 0; i < n; i++) {
+		mqb_err err = mqbi_listener_add(b, mqbi_cfg_listener(b->cfg, i));
 		if (err) {
-			for (unsigned j = 0; j <= i; j++) {
-				if (b->listeners[j].fd >= 0) {
-					mqbi_loop_unwatch(b->listeners[j].w->loop,
-					                  b->listeners[j].fd);
-					close(b->listeners[j].fd);
-					b->listeners[j].fd = -1;
-				}
-			}
+			for (unsigned j = 0; j < b->nlisteners; j++)
+				close_listener(b->listeners[j]->w, b->listeners[j]);
 			return err;
 		}
-		ls->w->listen_fds[i] = ls->fd;
-		mqbi_log(b, MQB_LOG_NOTICE, "net", NULL, "listening on %s:%d (listener.%s.%s)",
-		         ls->cfg.host, ls->port, ls->cfg.type, ls->cfg.name);
 	}
 	return MQB_OK;
 }
@@ -149,15 +208,69 @@ mqb_err mqbi_listeners_open(mqb_broker *b)
 void mqbi_worker_close_listeners(mqbi_worker *w)
 {
 	mqb_broker *b = w->broker;
-	for (unsigned i = 0; i < b->nlisteners; i++) {
-		int fd = w->listen_fds[i];
-		if (fd < 0)
-			continue;
-		mqbi_listener *ls = &b->listeners[i];
-		mqbi_timer_stop(w->loop, &ls->pause);
-		mqbi_loop_unwatch(w->loop, fd);
-		close(fd);
-		w->listen_fds[i] = -1;
-		ls->fd = -1;
-	}
+	pthread_mutex_lock(&b->state_lock);
+	for (unsigned i = 0; i < b->nlisteners; i++)
+		if (b->listeners[i]->w == w)
+			close_listener(w, b->listeners[i]);
+	pthread_mutex_unlock(&b->state_lock);
+}
+
+MQB_API mqb_err mqb_broker_add_listener(mqb_broker *b, const char *name, const char *address)
+{
+	if (!b || !name || !address)
+		return MQB_ERR_INVAL;
+	int st = atomic_load(&b->state);
+	if (st != MQBI_BS_RUNNING)
+		return MQB_ERR_STATE;
+	/* The registry parses and checks the address like a config key. */
+	mqb_config *tmp;
+	mqb_err err = mqb_config_create(&tmp, &b->alloc);
+	if (err)
+		return err;
+	char key[128];
+	snprintf(key, sizeof key, "listener.tcp.%s", name);
+	err = strlen(name) > 63 ? MQB_ERR_INVAL : mqb_config_set(tmp, key, address, NULL, 0);
+	const mqbi_listener_cfg *cfg = NULL;
+	for (size_t i = 0; !err && i < mqbi_cfg_listener_count(tmp); i++)
+		if (strcmp(mqbi_cfg_listener(tmp, i)->name, name) == 0)
+			cfg = mqbi_cfg_listener(tmp, i);
+	if (!err && !cfg)
+		err = MQB_ERR_INVAL; /* "off" */
+	if (!err)
+		err = mqbi_listener_add(b, cfg);
+	mqb_config_destroy(tmp);
+	return err == MQB_ERR_PARSE || err == MQB_ERR_RANGE ? MQB_ERR_INVAL : err;
+}
+
+MQB_API mqb_err mqb_broker_remove_listener(mqb_broker *b, const char *name)
+{
+	if (!b || !name)
+		return MQB_ERR_INVAL;
+	pthread_mutex_lock(&b->state_lock);
+	mqbi_listener *ls = find(b, name);
+	if (ls)
+		ls->removed = true;
+	pthread_mutex_unlock(&b->state_lock);
+	if (!ls)
+		return MQB_ERR_NOTFOUND;
+	mqbi_worker_call(ls->w, close_listener, ls);
+	mqbi_log(b, MQB_LOG_NOTICE, "net", NULL, "listener %s closed", name);
+	return MQB_OK;
+}
+
+MQB_API mqb_err mqb_broker_listener_port(mqb_broker *b, const char *name, int *port)
+{
+	if (!b || !name || !port)
+		return MQB_ERR_INVAL;
+	pthread_mutex_lock(&b->state_lock);
+	mqbi_listener *ls = find(b, name);
+	int p = ls ? ls->port : 0;
+	bool open = ls && ls->fd >= 0;
+	pthread_mutex_unlock(&b->state_lock);
+	if (!ls)
+		return atomic_load(&b->state) == MQBI_BS_CREATED ? MQB_ERR_STATE : MQB_ERR_NOTFOUND;
+	if (!open)
+		return MQB_ERR_STATE;
+	*port = p;
+	return MQB_OK;
 }

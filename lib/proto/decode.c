@@ -328,11 +328,13 @@ static uint8_t check_subopts(uint8_t o, mqbi_bytes filter, uint8_t level)
 {
 	if (level < MQBI_V5) /* [MQTT-3.8.3-4] (3.1.1): reserved bits, QoS 3 */
 		return (o & 0xFC) || (o & 3) == 3 ? RC_MAL : 0;
-	/* Reserved bits [MQTT-3.8.3-5] and QoS 3: malformed, as in 3.1.1 and as
-	 * for QoS 3 in a fixed header (5.0 3.8.3.1 calls QoS 3 a Protocol Error;
-	 * the conformance suite and the other levels agree on 0x81). */
-	if ((o & 0xC0) || (o & 3) == 3)
+	/* Reserved bits are malformed [MQTT-3.8.3-5]; QoS 3 is a Protocol Error
+	 * (5.0 section 3.8.3.1: "It is a Protocol Error if the Maximum QoS field
+	 * has the value 3"). */
+	if (o & 0xC0)
 		return RC_MAL;
+	if ((o & 3) == 3)
+		return RC_PROTO;
 	/* Section 3.8.3.1: Retain Handling 3 is a Protocol Error. */
 	if (((o >> 4) & 3) == 3)
 		return RC_PROTO;

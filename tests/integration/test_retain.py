@@ -131,8 +131,6 @@ class RetainTest(BrokerTest):
                 r.subscribe([(t, sub_opts(1, rh=rh))])
                 got = self.sync(r, p, t)
                 self.assertEqual([x.payload for x in got], [b"stored"] if again else [])
-                if first:
-                    pass
         p.publish(t, b"", qos=1, retain=True)
 
     def test_retained_not_sent_for_non_matching(self):

@@ -61,15 +61,14 @@ class TopicAliasTest(BrokerTest):
             self.assertNotIn(TOPIC_ALIAS, x.props)
             self.assertEqual(x.topic, t)
             plain.ack_publish(x)
-        seen = set()
         for i, x in enumerate(al.read_publishes(3)):
+            # Raw.read resolves an alias with an empty topic through the
+            # mapping set by an earlier PUBLISH on this connection; an unknown
+            # alias would resolve to "" and fail here.
             self.assertEqual((x.topic, x.payload), (t, b"%d" % i))
             if TOPIC_ALIAS in x.props:
                 a = x.props[TOPIC_ALIAS]
-                self.assertTrue(1 <= a <= 4, "alias above our maximum: %d" % a)
-                if a in seen:
-                    pass  # reused alias: the topic may be empty (resolved above)
-                seen.add(a)
+                self.assertTrue(1 <= a <= 4, "alias outside 1..our maximum: %d" % a)
             al.ack_publish(x)
         self.assertEqual([(m.topic, m.payload) for m in pa.wait_messages(3)],
                          [(t, b"0"), (t, b"1"), (t, b"2")])

@@ -14,8 +14,7 @@
 
 /* A challenge-response method "TEST": the client must answer "secret" to the
  * challenge "nonce"; the method "ONESHOT" succeeds at once on data "ok". */
-static mqb_verdict auth_hook(void *user, const mqb_auth_exchange *ex, uint8_t **out,
-                             size_t *outlen)
+static mqb_verdict auth_hook(void *user, const mqb_auth_exchange *ex, uint8_t **out, size_t *outlen)
 {
 	int *calls = user;
 	(*calls)++;
@@ -126,8 +125,7 @@ static void send_auth(int fd, uint8_t reason, const char *method, const char *da
 {
 	mqbi_packet p = {.type = MQBI_AUTH};
 	p.u.reason.reason = reason;
-	p.u.reason.props.present =
-	        (1ull << MQBI_PROP_AUTH_METHOD) | (1ull << MQBI_PROP_AUTH_DATA);
+	p.u.reason.props.present = (1ull << MQBI_PROP_AUTH_METHOD) | (1ull << MQBI_PROP_AUTH_DATA);
 	p.u.reason.props.auth_method =
 	        (mqbi_bytes){(const uint8_t *)method, (uint32_t)strlen(method)};
 	p.u.reason.props.auth_data = (mqbi_bytes){(const uint8_t *)data, (uint32_t)strlen(data)};

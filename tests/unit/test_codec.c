@@ -916,7 +916,7 @@ static const mcase mcases[] = {
         {"subscribe v5 all options ok", 0x82, "00 01 00 00 01 61 2e", 5, true, 0},
         {"subscribe v5 reserved bits", 0x82, "00 01 00 00 01 61 40", 5, true, 0x81},
         {"subscribe v5 reserved bit 7", 0x82, "00 01 00 00 01 61 80", 5, true, 0x81},
-        {"subscribe v5 qos 3", 0x82, "00 01 00 00 01 61 03", 5, true, 0x81},
+        {"subscribe v5 qos 3", 0x82, "00 01 00 00 01 61 03", 5, true, 0x82},
         {"subscribe v5 retain handling 3", 0x82, "00 01 00 00 01 61 30", 5, true, 0x82},
         {"subscribe v5 no local on shared", 0x82, "00 01 00 00 09 24 73 68 61 72 65 2f 67 2f 04", 5,
          true, 0x82},

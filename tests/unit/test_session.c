@@ -72,8 +72,8 @@ static mqbi_msg *make_msg(const char *topic, const char *payload, uint8_t qos, b
                           uint32_t expiry)
 {
 	mqbi_msg *m = mqbi_msg_create(&fx.b->alloc, topic, strlen(topic), NULL, 0, payload,
-	                              strlen(payload), qos, false, "pub", 3, has_expiry, expiry,
-	                              mqbi_loop_now(fx.w->loop));
+	                              strlen(payload), qos, false, "pub", 3, NULL, has_expiry,
+	                              expiry, mqbi_loop_now(fx.w->loop));
 	ck_assert_ptr_nonnull(m);
 	return m;
 }
@@ -134,7 +134,8 @@ static int read_publishes(seen *out, int max)
 					s->sub_ids[s->n_sub_ids++] = v;
 				i += (uint32_t)k;
 			} else {
-				break; /* the identifiers come after expiry/alias, which these tests do not set */
+				break; /* the identifiers come after expiry/alias, which these tests
+				          do not set */
 			}
 		}
 	}
