@@ -68,7 +68,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(r.stdout.startswith("# Configuration reference\n"))
         self.assertIn("| Key | Type | Default | Description |", r.stdout)
-        self.assertIn("| `mqtt.max_packet_size` | size (16..256MB) | `1MB` |", r.stdout)
+        self.assertIn("| `mqtt.max_packet_size` | size (16..256MB), reloadable | `1MB` |", r.stdout)
         self.assertIn("| `listener.tcp.default` | listener | `127.0.0.1:1883` |", r.stdout)
 
     # ---- bad usage ----

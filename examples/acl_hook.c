@@ -117,7 +117,8 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	pthread_t watcher;
-	pthread_create(&watcher, NULL, stdin_watch, NULL);
+	if (pthread_create(&watcher, NULL, stdin_watch, NULL) != 0)
+		return 1; /* exiting ends the broker's threads too */
 	printf("listening on %d\n", port);
 	fflush(stdout);
 

@@ -135,11 +135,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pthread_t worker, watcher;
-	pthread_create(&worker, NULL, auth_worker, NULL);
+	if (pthread_create(&worker, NULL, auth_worker, NULL) != 0)
+		return 1;
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	pthread_create(&watcher, NULL, stdin_watch, NULL);
+	if (pthread_create(&watcher, NULL, stdin_watch, NULL) != 0)
+		return 1; /* exiting ends the broker's threads too */
 	printf("listening on %d\n", port);
 	fflush(stdout);
 

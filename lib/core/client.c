@@ -340,8 +340,7 @@ static bool authenticate(mqbi_client *c, const mqbi_connect *cn, const uint8_t *
 	memcpy(c->pending_connect, raw, rawlen);
 	c->pending_connect_len = rawlen;
 	c->ticket = t;
-	c->state = MQBI_CS_AUTH_PENDING;
-	mqbi_client_pause(c);
+	c->state = MQBI_CS_AUTH_PENDING; /* input is buffered, not processed */
 	return false;
 }
 
@@ -670,9 +669,10 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 		mqbi_timer_start(w->loop, &c->timer, (uint64_t)ka * lim->keepalive_backoff,
 		                 mqbi_client_timer_fn);
 	mqbi_sys_client_event(c, true);
-	mqbi_event(b, MQB_EVENT_CONNECTED, c, NULL, 0, NULL, 0, NULL);
 	/* Resend in-flight messages, then what was queued [MQTT-4.4.0-1]. */
 	mqbi_session_attach(s, c);
+	/* Last: the host may query or kick the client from this event. */
+	mqbi_event(b, MQB_EVENT_CONNECTED, c, NULL, 0, NULL, 0, NULL);
 }
 
 static void handle_auth(mqbi_client *c, const mqbi_reason_packet *ap)

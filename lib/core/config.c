@@ -1181,6 +1181,11 @@ MQB_API void mqb_config_visit(const mqb_config *cfg, mqb_config_visit_fn fn, voi
 		const cfg_def *d = &registry[k];
 		mqb_config_get(cfg, d->key, value, sizeof value);
 		format_type(d, type, sizeof type);
+		/* Keys that mqb_broker_reconfigure() (SIGHUP) applies at run time. */
+		if (d->runtime) {
+			size_t len = strlen(type);
+			snprintf(type + len, sizeof type - len, ", reloadable");
+		}
 		fn(user, d->key, value, d->def, type, d->doc);
 	}
 	/* A removed built-in listener is listed as off so that printed

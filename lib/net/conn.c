@@ -270,6 +270,39 @@ void mqbi_worker_flush(mqbi_worker *w)
 	}
 }
 
+/* While the authenticate hook decides, input is only buffered (so that a
+ * client that goes away is noticed); reading pauses when the buffer is full. */
+#define MQBI_PENDING_INPUT_MAX (64u * 1024u)
+
+static void read_while_pending(mqbi_client *c)
+{
+	mqbi_worker *w = c->w;
+	if (c->rcap < MQBI_PENDING_INPUT_MAX) {
+		uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, MQBI_PENDING_INPUT_MAX);
+		if (!nb) {
+			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+			return;
+		}
+		c->rbuf = nb;
+		c->rcap = MQBI_PENDING_INPUT_MAX;
+	}
+	if (c->rlen == c->rcap) {
+		mqbi_client_pause(c);
+		return;
+	}
+	ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c,
+		         "connection closed while its authentication was pending");
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return;
+	}
+	if (n > 0) {
+		c->rlen += (size_t)n;
+		MQBI_COUNT(w->m.bytes_received, (uint64_t)n);
+	}
+}
+
 static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 {
 	mqbi_client *c = user;
@@ -278,6 +311,10 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 		return;
 	if (!(events & (MQBI_EV_READ | MQBI_EV_ERROR)))
 		return;
+	if (c->state == MQBI_CS_AUTH_PENDING) {
+		read_while_pending(c);
+		return;
+	}
 	/* A partly read packet continues in the client's own buffer; otherwise read
 	 * into the worker's buffer and keep only the unprocessed tail. */
 	uint8_t *buf;

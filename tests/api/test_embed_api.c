@@ -135,6 +135,10 @@ static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
 static ev_copy evs[EV_CAP];
 static int n_evs;
 
+static mqb_broker *b;
+static int port;
+static void hook_actions(const mqb_event *ev);
+
 static void on_event(void *user, const mqb_event *ev)
 {
 	(void)user;
@@ -156,6 +160,7 @@ static void on_event(void *user, const mqb_event *ev)
 		e->qos = ev->qos;
 	}
 	pthread_mutex_unlock(&ev_mu);
+	hook_actions(ev);
 }
 
 /* Number of events of `type` for `client_id` (NULL: any). */
@@ -285,9 +290,6 @@ static mqb_verdict on_deliver(void *user, const mqb_client *to, const mqb_messag
 }
 
 /* Fixture ----------------------------------------------------------------- */
-
-static mqb_broker *b;
-static int port;
 
 static mqb_config *make_cfg(void)
 {
@@ -427,6 +429,38 @@ static mqb_err get_status(const char *id, st_copy *out)
 {
 	memset(out, 0, sizeof *out);
 	return mqb_broker_client(b, id, on_status, out);
+}
+
+/* Broker calls made from within a hook: publish and metrics are allowed there
+ * (docs/EMBEDDING.md, "Threads"). */
+static pthread_mutex_t ha_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ha_done, ha_publish_rc = -1, ha_publish2_rc = -1;
+static uint64_t ha_connects, ha_connections;
+
+static void hook_actions(const mqb_event *ev)
+{
+	if (ev->type != MQB_EVENT_CONNECTED || !ev->client_id || strcmp(ev->client_id, "hq") != 0)
+		return;
+	mqb_metrics m;
+	mqb_broker_metrics(b, &m);
+	int prc = (int)mqb_broker_publish(b, "hook/announce", "hq", 2, 1, 0);
+	mqb_user_property up = {"from", "hook"};
+	mqb_message msg;
+	memset(&msg, 0, sizeof msg);
+	msg.topic = "hook/props";
+	msg.payload = "p";
+	msg.payload_len = 1;
+	msg.qos = 1;
+	msg.user_properties = &up;
+	msg.user_property_count = 1;
+	int prc2 = (int)mqb_publish(b, &msg);
+	pthread_mutex_lock(&ha_mu);
+	ha_connects = m.connects;
+	ha_connections = m.connections;
+	ha_publish_rc = prc;
+	ha_publish2_rc = prc2;
+	ha_done = 1;
+	pthread_mutex_unlock(&ha_mu);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -852,6 +886,13 @@ START_TEST(test_host_publish_order)
 	enum { R = 6, K = 30, N = R * K };
 	int out_of_order = 0, first_bad = -1;
 	for (int r = 0; r < R; r++) {
+		/* The previous round's PUBACKs are processed: the window is free. */
+		st_copy st;
+		int64_t deadline = mr_now_ms() + WAIT_MS;
+		while (get_status("ord", &st) == MQB_OK && st.inflight > 0 &&
+		       mr_now_ms() < deadline)
+			mr_sleep_ms(5);
+		ck_assert_int_eq(st.inflight, 0);
 		for (int i = r * K; i < (r + 1) * K; i++) {
 			char p[16];
 			int n = snprintf(p, sizeof p, "%d", i);
@@ -1125,6 +1166,68 @@ static int find_sub(const sub_list *l, const char *client, const char *filter)
 			return i;
 	return -1;
 }
+
+START_TEST(test_calls_from_hooks)
+{
+	int w = open_client(5, "hw");
+	ck_assert_int_eq(mr_subscribe_sync(w, 5, 1, "hook/#", 1), 1);
+	/* on_event(CONNECTED "hq") reads the metrics and publishes twice. */
+	int hq = open_client(4, "hq");
+	expect_pub(w, 5, "hook/announce", "hq", NULL, NULL);
+	mr_packet pk;
+	mr_publish pub;
+	expect_pub(w, 5, "hook/props", "p", &pub, &pk);
+	ck_assert_int_eq(pub.props.user_count, 1);
+	ck_assert_str_eq(pub.props.user_key[0], "from");
+	ck_assert_str_eq(pub.props.user_value[0], "hook");
+	mr_packet_free(&pk);
+	pthread_mutex_lock(&ha_mu);
+	ck_assert_int_eq(ha_done, 1);
+	ck_assert_int_ge(ha_connects, 2);
+	ck_assert_int_ge(ha_connections, 1);
+	ck_assert_int_eq(ha_publish_rc, MQB_OK);
+	ck_assert_int_eq(ha_publish2_rc, MQB_OK);
+	pthread_mutex_unlock(&ha_mu);
+	close(hq);
+	close(w);
+}
+END_TEST
+
+START_TEST(test_inproc_shared)
+{
+	/* Two in-process members of one share group: each message reaches
+	 * exactly one of them; a plain subscription gets every message. */
+	static msg_queue q1, q2, all;
+	mq_init(&q1);
+	mq_init(&q2);
+	mq_init(&all);
+	mqb_subscription *s1, *s2, *sa;
+	ck_assert_int_eq(mqb_subscribe(b, "$share/g/sh/#", on_message, &q1, &s1), MQB_OK);
+	ck_assert_int_eq(mqb_subscribe(b, "$share/g/sh/#", on_message, &q2, &s2), MQB_OK);
+	ck_assert_int_eq(mqb_subscribe(b, "sh/#", on_message, &all, &sa), MQB_OK);
+	for (int i = 0; i < 20; i++) {
+		char p[8];
+		int n = snprintf(p, sizeof p, "%d", i);
+		ck_assert_int_eq(mqb_broker_publish(b, "sh/x", p, (size_t)n, 1, 0), MQB_OK);
+	}
+	ck_assert(mq_wait(&all, 20, WAIT_MS));
+	int64_t deadline = mr_now_ms() + WAIT_MS;
+	while (mq_count(&q1) + mq_count(&q2) < 20 && mr_now_ms() < deadline)
+		mr_sleep_ms(10);
+	mr_sleep_ms(300);
+	ck_assert_int_eq(mq_count(&q1) + mq_count(&q2), 20);
+	int seen[20] = {0};
+	for (int i = 0; i < mq_count(&q1); i++)
+		seen[atoi(q1.m[i].payload)]++;
+	for (int i = 0; i < mq_count(&q2); i++)
+		seen[atoi(q2.m[i].payload)]++;
+	for (int i = 0; i < 20; i++)
+		ck_assert_msg(seen[i] == 1, "message %d reached the group %d times", i, seen[i]);
+	ck_assert_int_eq(mqb_unsubscribe(b, s1), MQB_OK);
+	ck_assert_int_eq(mqb_unsubscribe(b, s2), MQB_OK);
+	ck_assert_int_eq(mqb_unsubscribe(b, sa), MQB_OK);
+}
+END_TEST
 
 START_TEST(test_introspection)
 {
@@ -1465,13 +1568,28 @@ START_TEST(test_reconfigure)
 	ck_assert_int_eq(n_changes, 0);
 
 	char old_name[64];
+	const change *c;
 	ck_assert_int_eq(mqb_config_get(cfg, "node.name", old_name, sizeof old_name), MQB_OK);
 	ck_assert_int_eq(mqb_config_set(cfg, "mqtt.max_qos_allowed", "1", NULL, 0), MQB_OK);
 	ck_assert_int_eq(mqb_config_set(cfg, "node.name", "other@host", NULL, 0), MQB_OK);
+	/* Listeners change only through mqb_broker_add_listener(). */
+	ck_assert_int_eq(mqb_config_set(cfg, "listener.tcp.newone", "127.0.0.1:0", NULL, 0),
+	                 MQB_OK);
 	ck_assert_int_eq(mqb_broker_reconfigure(b, cfg, on_change, &n_changes), MQB_OK);
 	mqb_config_destroy(cfg);
-	ck_assert_int_eq(n_changes, 2);
-	const change *c = find_change("mqtt.max_qos_allowed");
+	ck_assert_int_ge(n_changes, 3);
+	ck_assert_int_le(n_changes, 16);
+	for (int i = 0; i < n_changes; i++)
+		ck_assert_msg(strcmp(changes[i].key, "mqtt.max_qos_allowed") == 0 ||
+		                      strcmp(changes[i].key, "node.name") == 0 ||
+		                      strncmp(changes[i].key, "listener.tcp.newone", 19) == 0,
+		              "unexpected change reported: %s", changes[i].key);
+	c = find_change("listener.tcp.newone");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->applied, 0);
+	int np = 0;
+	ck_assert_int_eq(mqb_broker_listener_port(b, "newone", &np), MQB_ERR_NOTFOUND);
+	c = find_change("mqtt.max_qos_allowed");
 	ck_assert_ptr_nonnull(c);
 	ck_assert_str_eq(c->old_value, "2");
 	ck_assert_str_eq(c->new_value, "1");
@@ -1610,6 +1728,8 @@ int main(void)
 	tcase_add_test(tc, test_on_publish);
 	tcase_add_test(tc, test_on_deliver);
 	tcase_add_test(tc, test_events);
+	tcase_add_test(tc, test_calls_from_hooks);
+	tcase_add_test(tc, test_inproc_shared);
 	tcase_add_test(tc, test_introspection);
 	tcase_add_test(tc, test_kick);
 	tcase_add_test(tc, test_subscribe_client);

@@ -147,6 +147,7 @@ class Msg:
         self.qos = m.qos
         self.retain = m.retain
         self.properties = getattr(m, "properties", None)
+        self.arrived = time.monotonic()
 
     def user_properties(self):
         p = self.properties

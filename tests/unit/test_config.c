@@ -733,16 +733,16 @@ START_TEST(visit_order_and_types)
 	ck_assert_str_eq(c.lines[0], "node.name|mqb@127.0.0.1|mqb@127.0.0.1|string");
 	ck_assert_str_eq(c.lines[1], "node.loop_threads|0|0|int (0..1024)");
 	ck_assert_str_eq(c.lines[2],
-	                 "log.level|notice|notice|enum (error|warning|notice|info|debug)");
+	                 "log.level|notice|notice|enum (error|warning|notice|info|debug), reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_MAX_PACKET_SIZE],
-	                 "mqtt.max_packet_size|2MB|1MB|size (16..256MB)");
-	ck_assert_str_eq(c.lines[MQBI_K_RETAIN_AVAILABLE], "mqtt.retain_available|true|true|bool");
+	                 "mqtt.max_packet_size|2MB|1MB|size (16..256MB), reloadable");
+	ck_assert_str_eq(c.lines[MQBI_K_RETAIN_AVAILABLE], "mqtt.retain_available|true|true|bool, reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_KEEPALIVE_BACKOFF],
-	                 "mqtt.keepalive_backoff|1.5|1.5|float (1.0..3.0)");
+	                 "mqtt.keepalive_backoff|1.5|1.5|float (1.0..3.0), reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_IDLE_TIMEOUT],
-	                 "mqtt.idle_timeout|15s|15s|duration (100ms..1d)");
+	                 "mqtt.idle_timeout|15s|15s|duration (100ms..1d), reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_MAX_SUBSCRIPTIONS],
-	                 "mqtt.max_subscriptions|0|0|int (>= 0)");
+	                 "mqtt.max_subscriptions|0|0|int (>= 0), reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K__COUNT],
 	                 "listener.tcp.default|off|127.0.0.1:1883|listener");
 	ck_assert_str_eq(c.lines[MQBI_K__COUNT + 1], "listener.tcp.b|[::1]:5|off|listener");
