@@ -5,5 +5,5 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-	gcc clang libclang-rt-14-dev llvm meson ninja-build pkg-config check \
+	gcc g++ clang libclang-rt-14-dev llvm meson ninja-build pkg-config check \
 	mosquitto mosquitto-clients libpaho-mqtt-dev python3 python3-paho-mqtt >/dev/null
