@@ -276,6 +276,10 @@ struct mqbi_worker {
 	mqbi_xbatch **outbox; /* [nworkers] pending cross-worker deliveries */
 	uint8_t *rbuf;        /* loop-wide read buffer */
 	size_t rbuf_cap;
+	/* Free client I/O buffers of MQBI_IOBUF_SIZE: busy connections reuse
+	 * them, so delivering a message allocates nothing. */
+	uint8_t **iobufs;
+	unsigned n_iobufs;
 	mqbi_target *targets; /* scratch for routing */
 	uint32_t ntargets, targets_cap;
 	/* Scratch for handing messages to the host (mqbi_msg_view). */
@@ -422,6 +426,7 @@ void mqbi_client_out_commit(mqbi_client *c, size_t n);
 size_t mqbi_client_out_pending(const mqbi_client *c);
 void mqbi_client_mark_dirty(mqbi_client *c);
 void mqbi_worker_flush(mqbi_worker *w);
+void mqbi_worker_free_iobufs(mqbi_worker *w);
 /* Closes the connection now: will, session detach, $SYS event, free. */
 void mqbi_client_close(mqbi_client *c, uint8_t reason);
 /* Sends DISCONNECT (v5) with reason (and an optional reason string) then closes. */
@@ -515,6 +520,9 @@ bool mqbi_hook_on_deliver(mqbi_client *c, const mqbi_msg *msg, uint8_t qos, bool
 void mqbi_sys_start(mqbi_worker *w);
 void mqbi_sys_client_event(mqbi_client *c, bool connected);
 void mqbi_sys_publish(mqbi_worker *w, const char *subtopic, const char *payload, bool retain);
+
+#define MQBI_IOBUF_SIZE     16384u
+#define MQBI_IOBUF_POOL_MAX 256u
 
 /* Output high-water mark: above it QoS 0 deliveries are dropped and QoS 1/2
  * deliveries wait in the session queue. */

@@ -12,6 +12,57 @@
 
 static void on_io(mqbi_loop *l, int fd, void *user, unsigned events);
 
+/* ---- The worker's pool of client I/O buffers ------------------------------ */
+
+/* A buffer of at least `need` bytes: from the pool when a standard one fits. */
+static uint8_t *iobuf_get(mqbi_worker *w, size_t need, size_t *cap)
+{
+	if (need <= MQBI_IOBUF_SIZE) {
+		*cap = MQBI_IOBUF_SIZE;
+		if (w->n_iobufs)
+			return w->iobufs[--w->n_iobufs];
+		return mqbi_malloc(&w->broker->alloc, MQBI_IOBUF_SIZE);
+	}
+	*cap = need;
+	return mqbi_malloc(&w->broker->alloc, need);
+}
+
+static void iobuf_put(mqbi_worker *w, uint8_t *buf, size_t cap)
+{
+	if (!buf)
+		return;
+	if (cap == MQBI_IOBUF_SIZE && w->n_iobufs < MQBI_IOBUF_POOL_MAX) {
+		if (!w->iobufs) {
+			w->iobufs = mqbi_malloc(&w->broker->alloc,
+			                        sizeof(uint8_t *) * MQBI_IOBUF_POOL_MAX);
+			if (!w->iobufs) {
+				mqbi_free(&w->broker->alloc, buf);
+				return;
+			}
+		}
+		w->iobufs[w->n_iobufs++] = buf;
+		return;
+	}
+	mqbi_free(&w->broker->alloc, buf);
+}
+
+void mqbi_worker_free_iobufs(mqbi_worker *w)
+{
+	while (w->n_iobufs)
+		mqbi_free(&w->broker->alloc, w->iobufs[--w->n_iobufs]);
+	mqbi_free(&w->broker->alloc, w->iobufs);
+	w->iobufs = NULL;
+}
+
+/* Gives the client's read buffer back once it holds nothing. */
+static void rbuf_release(mqbi_client *c)
+{
+	iobuf_put(c->w, c->rbuf, c->rcap);
+	c->rbuf = NULL;
+	c->rcap = 0;
+	c->rlen = 0;
+}
+
 static void format_peer(int fd, char *out, size_t outlen, bool *local_loopback)
 {
 	struct sockaddr_storage ss;
@@ -115,11 +166,8 @@ bool mqbi_client_resume(mqbi_client *c)
 			return false;
 		memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
 		c->rlen -= (size_t)n;
-		if (c->rlen == 0) {
-			mqbi_free(&w->broker->alloc, c->rbuf);
-			c->rbuf = NULL;
-			c->rcap = 0;
-		}
+		if (c->rlen == 0)
+			rbuf_release(c);
 	}
 	return true;
 }
@@ -175,8 +223,14 @@ uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
 			c->wlen -= c->woff;
 			c->woff = 0;
 		}
-		if (c->wlen + n > c->wcap) {
-			size_t cap = c->wcap ? c->wcap : 1024;
+		if (!c->wbuf) {
+			c->wbuf = iobuf_get(c->w, n, &c->wcap);
+			if (!c->wbuf) {
+				c->wcap = 0;
+				return NULL;
+			}
+		} else if (c->wlen + n > c->wcap) {
+			size_t cap = c->wcap;
 			while (cap < c->wlen + n)
 				cap *= 2;
 			uint8_t *nb = mqbi_realloc(&c->w->broker->alloc, c->wbuf, cap);
@@ -238,7 +292,7 @@ static bool client_flush(mqbi_client *c)
 	}
 	/* All written: an idle connection keeps no output buffer. */
 	bool was_blocked = c->wcap && c->wlen >= MQBI_OUT_HIGH_WATER / 2;
-	mqbi_free(&w->broker->alloc, c->wbuf);
+	iobuf_put(w, c->wbuf, c->wcap);
 	c->wbuf = NULL;
 	c->wlen = c->wcap = c->woff = 0;
 	mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c);
@@ -356,22 +410,25 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 	if (buf == c->rbuf) {
 		memmove(c->rbuf, c->rbuf + used, rest);
 		c->rlen = rest;
-		if (rest == 0) {
-			mqbi_free(&w->broker->alloc, c->rbuf);
-			c->rbuf = NULL;
-			c->rcap = 0;
-		}
+		if (rest == 0)
+			rbuf_release(c);
 	} else if (rest) {
-		size_t cap = rest < 4096 ? 4096 : rest * 2;
-		uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, cap);
-		if (!nb) {
+		/* A packet continues in the next read: keep its start. */
+		if (!c->rbuf)
+			c->rbuf = iobuf_get(w, rest * 2, &c->rcap);
+		else if (c->rcap < rest) {
+			uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, rest * 2);
+			if (nb)
+				c->rcap = rest * 2;
+			c->rbuf = nb;
+		}
+		if (!c->rbuf) {
+			c->rcap = 0;
 			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
 			return;
 		}
-		c->rbuf = nb;
 		memcpy(c->rbuf, buf + used, rest);
 		c->rlen = rest;
-		c->rcap = cap;
 	}
 }
 
@@ -466,8 +523,8 @@ void mqbi_client_free(mqbi_client *c)
 	while (mqbi_strmap_next(&c->aliases_out, &pos, &key, &klen, &val))
 		mqbi_free(a, (void *)key);
 	mqbi_strmap_fini(&c->aliases_out);
-	mqbi_free(a, c->rbuf);
-	mqbi_free(a, c->wbuf);
+	iobuf_put(w, c->rbuf, c->rcap);
+	iobuf_put(w, c->wbuf, c->wcap);
 	mqbi_free(a, c->client_id);
 	mqbi_free(a, c->username);
 	mqbi_free(a, c->auth_method);

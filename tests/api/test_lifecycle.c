@@ -93,6 +93,12 @@ static int drain_until_closed(int fd, int timeout_ms)
 
 /* (a) ------------------------------------------------------------------- */
 
+static void on_inproc(void *user, const mqb_message *m)
+{
+	(void)user;
+	(void)m;
+}
+
 static void one_round(int round)
 {
 	count_alloc ca = {0};
@@ -103,6 +109,10 @@ static void one_round(int round)
 	ck_assert_int_gt(atomic_load(&ca.live), 0); /* the allocator is used */
 	ck_assert_int_eq(mqb_broker_start(b), MQB_OK);
 	int port = port_of(b);
+
+	/* An in-process subscription left open: destroy ends it. */
+	mqb_subscription *sub = NULL;
+	ck_assert_int_eq(mqb_subscribe(b, "t/#", on_inproc, NULL, &sub), MQB_OK);
 
 	/* c0: persistent 3.1.1 session subscribed to q/#, then offline. */
 	mr_connect_opts o0 = {.proto = 4, .client_id = "persist", .clean = 0, .keepalive = 60};
@@ -432,6 +442,8 @@ START_TEST(test_stop_twice)
 	mqb_allocator a = ca_allocator(&ca);
 	int fds0 = count_fds();
 	mqb_broker *b = make_broker(&a);
+	/* Not running yet: host publishes are refused. */
+	ck_assert_int_eq(mqb_broker_publish(b, "t", "x", 1, 0, 0), MQB_ERR_STATE);
 	ck_assert_int_eq(mqb_broker_start(b), MQB_OK);
 	/* Starting again, or installing hooks once started, is a state error. */
 	ck_assert_int_eq(mqb_broker_start(b), MQB_ERR_STATE);
@@ -445,6 +457,9 @@ START_TEST(test_stop_twice)
 	mqb_broker_stop(b);
 	ck_assert_int_eq(mqb_broker_wait(b), MQB_OK);
 	mqb_broker_stop(b); /* after it has stopped: still harmless */
+	/* A broker runs once; a stopped one takes no publishes. */
+	ck_assert_int_eq(mqb_broker_start(b), MQB_ERR_STATE);
+	ck_assert_int_eq(mqb_broker_publish(b, "t", "x", 1, 0, 0), MQB_ERR_STATE);
 	ck_assert_int_eq(drain_until_closed(c, 10000), 0x8B);
 	close(c);
 	mqb_broker_destroy(b);

@@ -336,20 +336,107 @@ START_TEST(test_publish_from_other_thread)
 	ck_assert_msg(poll(&pf, 1, 5000) == 1 && (pf.revents & POLLIN),
 	              "broker fd not readable after mqb_publish() from another thread");
 
-	expect_publish(s, 5, "xt/1", "from-thread", 1);
-	mr_packet p;
-	ck_assert_int_eq(read_stepped(s, &p, 10000), 1);
-	mr_publish pub;
-	ck_assert_int_eq(mr_parse_publish(&p, 5, &pub), 0);
-	ck_assert_str_eq(pub.topic, "xt/2");
-	ck_assert_int_eq(pub.props.user_count, 1);
-	ck_assert_str_eq(pub.props.user_key[0], "origin");
-	ck_assert_str_eq(pub.props.user_value[0], "thread");
-	mr_buf m = {0};
-	mr_enc_ack(&m, MR_PUBACK, 5, pub.pid, 0);
-	send_free(s, &m);
-	mr_packet_free(&p);
+	/* Two topics: either may come first (docs/EMBEDDING.md). */
+	int got1 = 0, got2 = 0;
+	for (int i = 0; i < 2; i++) {
+		mr_packet p;
+		ck_assert_int_eq(read_stepped(s, &p, 10000), 1);
+		mr_publish pub;
+		ck_assert_int_eq(mr_parse_publish(&p, 5, &pub), 0);
+		ck_assert_int_eq(pub.qos, 1);
+		if (strcmp(pub.topic, "xt/1") == 0) {
+			ck_assert_int_eq(pub.payload_len, 11);
+			ck_assert_int_eq(memcmp(pub.payload, "from-thread", 11), 0);
+			got1++;
+		} else {
+			ck_assert_str_eq(pub.topic, "xt/2");
+			ck_assert_int_eq(pub.props.user_count, 1);
+			ck_assert_str_eq(pub.props.user_key[0], "origin");
+			ck_assert_str_eq(pub.props.user_value[0], "thread");
+			got2++;
+		}
+		mr_buf m = {0};
+		mr_enc_ack(&m, MR_PUBACK, 5, pub.pid, 0);
+		send_free(s, &m);
+		mr_packet_free(&p);
+	}
+	ck_assert(got1 == 1 && got2 == 1);
 	close(s);
+	pump_for(100);
+	teardown();
+}
+END_TEST
+
+/* Calls that need a loop thread, made from another thread, wait for the
+ * host's next step (docs/EMBEDDING.md). */
+static atomic_int other_done, other_sub_rc = -1, other_clients_rc = -1, other_unsub_rc = -1;
+static size_t other_total;
+static int other_listed;
+static mqb_subscription *other_sub;
+static atomic_int inproc_calls, inproc_wrong_thread;
+
+static void on_inproc(void *user, const mqb_message *m)
+{
+	(void)user;
+	(void)m;
+	atomic_fetch_add(&inproc_calls, 1);
+	if (!pthread_equal(pthread_self(), main_thread))
+		atomic_fetch_add(&inproc_wrong_thread, 1);
+}
+
+static void on_listed(void *user, const mqb_client_status *st)
+{
+	(void)st;
+	(*(int *)user)++;
+}
+
+static void *subscriber_thread(void *arg)
+{
+	(void)arg;
+	atomic_store(&other_sub_rc, (int)mqb_subscribe(b, "ins/#", on_inproc, NULL, &other_sub));
+	atomic_store(&other_clients_rc,
+	             (int)mqb_broker_clients(b, 0, 10, on_listed, &other_listed, &other_total));
+	atomic_store(&other_done, 1);
+	return NULL;
+}
+
+static void *unsubscriber_thread(void *arg)
+{
+	(void)arg;
+	atomic_store(&other_unsub_rc, (int)mqb_unsubscribe(b, other_sub));
+	atomic_store(&other_done, 2);
+	return NULL;
+}
+
+START_TEST(test_loop_calls_from_other_thread)
+{
+	setup();
+	int c = connect_stepped(4, "only", 0);
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, subscriber_thread, NULL), 0);
+	int64_t deadline = mr_now_ms() + 10000;
+	while (atomic_load(&other_done) != 1 && mr_now_ms() < deadline)
+		host_iteration(-1, 50);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(atomic_load(&other_sub_rc), MQB_OK);
+	ck_assert_int_eq(atomic_load(&other_clients_rc), MQB_OK);
+	ck_assert_int_eq(other_total, 1);
+	ck_assert_int_eq(other_listed, 1);
+
+	ck_assert_int_eq(mqb_broker_publish(b, "ins/x", "v", 1, 0, 0), MQB_OK);
+	deadline = mr_now_ms() + 10000;
+	while (atomic_load(&inproc_calls) < 1 && mr_now_ms() < deadline)
+		host_iteration(-1, 50);
+	ck_assert_int_eq(atomic_load(&inproc_calls), 1);
+	ck_assert_int_eq(atomic_load(&inproc_wrong_thread), 0);
+
+	ck_assert_int_eq(pthread_create(&t, NULL, unsubscriber_thread, NULL), 0);
+	deadline = mr_now_ms() + 10000;
+	while (atomic_load(&other_done) != 2 && mr_now_ms() < deadline)
+		host_iteration(-1, 50);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(atomic_load(&other_unsub_rc), MQB_OK);
+	close(c);
 	pump_for(100);
 	teardown();
 }
@@ -438,6 +525,7 @@ int main(void)
 	tcase_add_test(tc, test_qos1_exchange);
 	tcase_add_test(tc, test_timers_run);
 	tcase_add_test(tc, test_publish_from_other_thread);
+	tcase_add_test(tc, test_loop_calls_from_other_thread);
 	tcase_add_test(tc, test_stop_then_step);
 	tcase_add_test(tc, test_stop_from_hook_then_step);
 	suite_add_tcase(s, tc);
