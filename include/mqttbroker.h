@@ -252,10 +252,13 @@ typedef mqb_verdict (*mqb_authorize_fn)(void *user, const mqb_client *c, mqb_act
                                         const char *topic, int *qos);
 
 /** Called for every message published by a client (c != NULL) or the host
- * (c == NULL), before it is stored or routed. The hook may change the
- * message's fields (pointing them at its own memory, valid until the hook
- * returns; the broker copies them) or answer MQB_DENY to drop it, setting
- * *reason to the MQTT 5 reason code its publisher gets (default 0x87). */
+ * (c == NULL), before it is stored or routed; wills too, when they are
+ * published. The hook may change the message's fields or answer MQB_DENY to
+ * drop it, setting *reason to the MQTT 5 reason code its publisher gets
+ * (default 0x87). Changed fields may point to memory of the hook's that stays
+ * valid after it returns, until its next call on the same thread (static or
+ * thread-local buffers, not its stack): the broker copies them right after the
+ * hook returns. */
 typedef mqb_verdict (*mqb_on_publish_fn)(void *user, const mqb_client *c, mqb_message *m,
                                          int *reason);
 
@@ -291,9 +294,12 @@ typedef void (*mqb_event_fn)(void *user, const mqb_event *ev);
 
 /** The host's hooks; any may be NULL. Every hook gets `user` and runs on the
  * loop thread that owns the client (for host publishes: the loop that routes
- * them). A hook may call the thread-safe broker functions (publish, kick,
- * client queries, ...) but must not block for long: every client of that loop
- * waits for it. */
+ * them). A hook must not block for long: every client of that loop waits for
+ * it. From a hook the host may call mqb_publish(), mqb_broker_publish(),
+ * mqb_auth_complete(), mqb_broker_metrics() and mqb_broker_stop(); the
+ * introspection and control calls wait for other loops and must not be called
+ * from a hook (two loops waiting for each other would deadlock), nor may a hook
+ * destroy the broker. */
 typedef struct mqb_hooks {
 	void *user;
 	mqb_authenticate_fn authenticate;
@@ -339,10 +345,12 @@ MQB_API mqb_err mqb_broker_step(mqb_broker *b, int timeout_ms);
 /** Asks the broker to stop: listeners close, the wills of connected clients
  * are published, then every client is disconnected (MQTT 5: DISCONNECT 0x8B)
  * after at most node.drain_timeout for its pending output. Safe from any
- * thread, from a hook and from a signal handler. Returns at once. */
+ * thread, from a hook and from a signal handler. Returns at once; does nothing
+ * if the broker is not running. */
 MQB_API void mqb_broker_stop(mqb_broker *b);
 
-/** Waits until a started broker has stopped (not in step mode). */
+/** Waits until a started broker has stopped. MQB_ERR_STATE in step mode (step
+ * until mqb_broker_step() says the broker stopped) and before start. */
 MQB_API mqb_err mqb_broker_wait(mqb_broker *b);
 
 /** Destroys a broker, stopping it first if it runs. Frees every resource;

@@ -299,9 +299,9 @@ struct mqbi_worker {
 struct mqbi_listener {
 	mqbi_listener_cfg cfg;
 	mqb_broker *broker;
-	mqbi_worker *w; /* the worker that accepts on it */
-	int fd;
-	int port;         /* bound port */
+	mqbi_worker *w;   /* the worker that accepts on it */
+	_Atomic int fd;   /* read by host calls, written by the worker */
+	_Atomic int port; /* bound port */
 	bool loopback;    /* bound to a loopback address */
 	bool removed;     /* closed by mqb_broker_remove_listener() */
 	mqbi_timer pause; /* accept paused after EMFILE */
@@ -367,9 +367,9 @@ struct mqb_broker {
 	uint64_t started_wall; /* unix ms */
 	_Atomic uint64_t next_uid;
 	mqb_hooks hooks;
-	bool stepped;          /* started with mqb_broker_start_stepped() */
-	pthread_t step_thread; /* the thread that last called mqb_broker_step() */
-	int step_fd;           /* epoll set of the workers' loop descriptors */
+	bool stepped;                  /* started with mqb_broker_start_stepped() */
+	_Atomic pthread_t step_thread; /* the thread that last called mqb_broker_step() */
+	int step_fd;                   /* epoll set of the workers' loop descriptors */
 	_Atomic unsigned next_host_worker;
 	pthread_mutex_t host_subs_lock;
 	struct mqb_subscription *host_subs; /* live in-process subscriptions */

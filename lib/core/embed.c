@@ -147,11 +147,6 @@ static size_t view_text(mqbi_worker *w, size_t *used, const uint8_t *p, size_t l
 	return off;
 }
 
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 void mqbi_msg_view(mqbi_worker *w, const mqbi_msg *msg, uint8_t qos, bool retain, mqb_message *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -173,27 +168,25 @@ void mqbi_msg_view(mqbi_worker *w, const mqbi_msg *msg, uint8_t qos, bool retain
 	size_t used = 0, nprops = 0;
 	size_t ct = SIZE_MAX, rt = SIZE_MAX;
 	bool ok = true;
-	const uint8_t *p = msg->props, *end = msg->props + msg->props_len;
+	uint32_t pos = 0, v;
+	mqbi_bytes a, b;
+	int id;
 	size_t *pairs = NULL; /* offsets of user property keys and values */
 	size_t pairs_cap = 0;
-	while (p < end && ok) {
-		uint8_t id = *p++;
+	while (ok && (id = mqbi_props_next(msg->props, msg->props_len, &pos, &a, &b, &v)) >= 0) {
 		switch (id) {
 		case MQBI_PROP_PAYLOAD_FORMAT:
-			out->payload_utf8 = *p++ == 1;
+			out->payload_utf8 = v == 1;
 			break;
 		case MQBI_PROP_CONTENT_TYPE:
-			ct = view_text(w, &used, p + 2, rd16(p), &ok);
-			p += 2 + rd16(p);
+			ct = view_text(w, &used, a.ptr, a.len, &ok);
 			break;
 		case MQBI_PROP_RESPONSE_TOPIC:
-			rt = view_text(w, &used, p + 2, rd16(p), &ok);
-			p += 2 + rd16(p);
+			rt = view_text(w, &used, a.ptr, a.len, &ok);
 			break;
 		case MQBI_PROP_CORRELATION_DATA:
-			out->correlation_data = p + 2;
-			out->correlation_len = rd16(p);
-			p += 2 + rd16(p);
+			out->correlation_data = a.ptr;
+			out->correlation_len = a.len;
 			break;
 		case MQBI_PROP_USER_PROPERTY: {
 			if (2 * nprops + 2 > pairs_cap) {
@@ -206,16 +199,14 @@ void mqbi_msg_view(mqbi_worker *w, const mqbi_msg *msg, uint8_t qos, bool retain
 				}
 				pairs = n;
 			}
-			pairs[2 * nprops] = view_text(w, &used, p + 2, rd16(p), &ok);
-			p += 2 + rd16(p);
-			pairs[2 * nprops + 1] = view_text(w, &used, p + 2, rd16(p), &ok);
-			p += 2 + rd16(p);
+			pairs[2 * nprops] = view_text(w, &used, a.ptr, a.len, &ok);
+			pairs[2 * nprops + 1] = view_text(w, &used, b.ptr, b.len, &ok);
 			nprops++;
 			break;
 		}
 		default:
 			/* Only the properties above travel with a stored message. */
-			p = end;
+			pos = msg->props_len;
 			break;
 		}
 	}

@@ -9,68 +9,18 @@ static bool per_hop(uint8_t id)
 	       id == MQBI_PROP_MESSAGE_EXPIRY || id == MQBI_PROP_WILL_DELAY;
 }
 
-/* Length of one property's value starting at p (the block was validated by
- * the decoder, so only the shape matters here); 0 if it runs past end. */
-static size_t prop_value_len(uint8_t id, const uint8_t *p, const uint8_t *end)
-{
-	size_t avail = (size_t)(end - p);
-	switch (id) {
-	case MQBI_PROP_PAYLOAD_FORMAT:
-	case MQBI_PROP_REQUEST_PROBLEM_INFO:
-	case MQBI_PROP_REQUEST_RESPONSE_INFO:
-	case MQBI_PROP_MAX_QOS:
-	case MQBI_PROP_RETAIN_AVAILABLE:
-	case MQBI_PROP_WILDCARD_SUB_AVAILABLE:
-	case MQBI_PROP_SUB_ID_AVAILABLE:
-	case MQBI_PROP_SHARED_SUB_AVAILABLE:
-		return avail >= 1 ? 1 : 0;
-	case MQBI_PROP_SERVER_KEEP_ALIVE:
-	case MQBI_PROP_RECEIVE_MAX:
-	case MQBI_PROP_TOPIC_ALIAS_MAX:
-	case MQBI_PROP_TOPIC_ALIAS:
-		return avail >= 2 ? 2 : 0;
-	case MQBI_PROP_MESSAGE_EXPIRY:
-	case MQBI_PROP_SESSION_EXPIRY:
-	case MQBI_PROP_WILL_DELAY:
-	case MQBI_PROP_MAX_PACKET_SIZE:
-		return avail >= 4 ? 4 : 0;
-	case MQBI_PROP_SUB_ID: {
-		uint32_t v;
-		int n = mqbi_varint_decode(p, avail, &v);
-		return n > 0 ? (size_t)n : 0;
-	}
-	case MQBI_PROP_USER_PROPERTY: {
-		if (avail < 2)
-			return 0;
-		size_t k = 2u + ((size_t)p[0] << 8 | p[1]);
-		if (avail < k + 2)
-			return 0;
-		size_t v = 2u + ((size_t)p[k] << 8 | p[k + 1]);
-		return avail >= k + v ? k + v : 0;
-	}
-	default: /* strings and binary data: two-byte length prefix */
-		if (avail < 2)
-			return 0;
-		size_t n = 2u + ((size_t)p[0] << 8 | p[1]);
-		return avail >= n ? n : 0;
-	}
-}
-
 /* Copies the properties that travel with the message; returns bytes written. */
 static size_t copy_forwarded_props(uint8_t *dst, const uint8_t *src, size_t len)
 {
-	const uint8_t *p = src, *end = src + len;
+	uint32_t pos = 0, start, v;
+	mqbi_bytes a, b;
 	size_t out = 0;
-	while (p < end) {
-		uint8_t id = *p; /* every property id in MQTT 5.0 fits one varint byte */
-		size_t vlen = prop_value_len(id, p + 1, end);
-		if (vlen == 0)
-			break;
-		if (!per_hop(id)) {
-			memcpy(dst + out, p, 1 + vlen);
-			out += 1 + vlen;
+	int id;
+	while (start = pos, (id = mqbi_props_next(src, (uint32_t)len, &pos, &a, &b, &v)) >= 0) {
+		if (!per_hop((uint8_t)id)) {
+			memcpy(dst + out, src + start, pos - start);
+			out += pos - start;
 		}
-		p += 1 + vlen;
 	}
 	return out;
 }

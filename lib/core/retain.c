@@ -1,10 +1,10 @@
 /*
- * The retained-message tree: one node per topic level; an only child lives in
- * the node, a few in a small array, more than KIDS_ARRAY_MAX in a strmap
- * keyed by the child's name. A node that holds a value also holds its full
- * topic for the callbacks: a node created for the value itself stores the
- * topic inline (its level name is the tail of it), an older inner node that
- * later gets a value copies it aside. Storing every node's full prefix would
+ * The retained-message tree: one node per topic level; children are an
+ * mqbi_kids set (kids.h: an only child in the node, a few in a small array,
+ * more in a strmap keyed by the child's name). A node that holds a value also
+ * holds its full topic for the callbacks: a node created for the value itself
+ * stores the topic inline (its level name is the tail of it), an older inner
+ * node that later gets a value copies it aside. Storing every node's full prefix would
  * cost O(levels x length) per topic.
  *
  * Walks use parent pointers instead of recursion, so a 32,000-level topic
@@ -18,29 +18,21 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kids.h"
 #include "topic.h"
 #include "util/alloc.h"
-#include "util/strmap.h"
-
-#define KIDS_ARRAY_MAX 8
-#define KIDS_ARRAY_MIN 4
 
 typedef void (*retain_fn)(void *user, const char *topic, size_t tlen, void *value);
 
 struct rnode {
 	struct rnode *parent;
-	union {
-		struct rnode *one;  /* nkids == 1 */
-		struct rnode **arr; /* 2 <= nkids <= KIDS_ARRAY_MAX */
-		mqbi_strmap *map;   /* kids_map */
-	} kids;
+	mqbi_kids kids; /* children (struct rnode *) */
 	void *value;
-	char *topic; /* full topic (NUL-terminated): inline, or a copy while value is set */
-	uint32_t nkids;
+	char *topic;    /* full topic (NUL-terminated): inline, or a copy while value is set */
+	uint32_t nkids; /* count word of kids */
 	uint32_t tlen;
 	uint32_t len : 30;
 	uint32_t topic_inline : 1;
-	uint32_t kids_map : 1;
 	char data[]; /* the full topic if topic_inline, else the level name */
 };
 
@@ -54,19 +46,6 @@ struct mqbi_retain {
 static inline const char *rname(const struct rnode *n)
 {
 	return n->topic_inline ? n->data + n->tlen - n->len : n->data;
-}
-
-static inline bool is_pow2_or_zero(size_t n)
-{
-	return (n & (n - 1)) == 0;
-}
-
-static size_t pow2_ceil(size_t n)
-{
-	size_t c = 1;
-	while (c < n)
-		c *= 2;
-	return c;
 }
 
 static size_t level_end(const char *s, size_t pos, size_t len)
@@ -87,144 +66,23 @@ static inline bool is_level(const char *s, size_t len, char c)
 	return len == 1 && s[0] == c;
 }
 
-/* ---- children -----------------------------------------------------------
- * One child is stored in the node itself (topics are mostly chains below
- * some level), 2..KIDS_ARRAY_MAX in an array, more in a strmap. */
+/* ---- children ---------------------------------------------------------- */
 
-static inline struct rnode *const *kid_array(const struct rnode *n)
+static inline const char *kid_name(const void *kid, size_t *len)
 {
-	return n->nkids == 1 ? &n->kids.one : n->kids.arr;
+	const struct rnode *c = kid;
+	*len = c->len;
+	return rname(c);
 }
 
-static struct rnode *child_get(const struct rnode *n, const char *s, size_t len)
+static inline struct rnode *child_get(const struct rnode *n, const char *s, size_t len)
 {
-	if (n->kids_map)
-		return mqbi_strmap_get(n->kids.map, s, len);
-	struct rnode *const *k = kid_array(n);
-	for (uint32_t i = 0; i < n->nkids; i++) {
-		if (k[i]->len == len && memcmp(rname(k[i]), s, len) == 0)
-			return k[i];
-	}
-	return NULL;
+	return mqbi_kids_get(&n->kids, n->nkids, s, len, kid_name);
 }
 
-static mqb_err child_add(const mqb_allocator *a, struct rnode *n, struct rnode *c)
+static inline struct rnode *kid_next(const struct rnode *n, size_t *pos)
 {
-	if (n->kids_map) {
-		mqb_err err = mqbi_strmap_put(n->kids.map, rname(c), c->len, c);
-		if (err)
-			return err;
-	} else if (n->nkids == 0) {
-		n->kids.one = c;
-	} else if (n->nkids < KIDS_ARRAY_MAX) {
-		/* Capacity is implied: the next power of two of the count. */
-		struct rnode **k = n->nkids == 1 ? NULL : n->kids.arr;
-		if (is_pow2_or_zero(n->nkids)) {
-			k = mqbi_realloc(a, k, n->nkids * 2 * sizeof(*k));
-			if (!k)
-				return MQB_ERR_NOMEM;
-		}
-		if (n->nkids == 1)
-			k[0] = n->kids.one;
-		k[n->nkids] = c;
-		n->kids.arr = k;
-	} else {
-		mqbi_strmap *m = mqbi_malloc(a, sizeof(*m));
-		if (!m)
-			return MQB_ERR_NOMEM;
-		mqbi_strmap_init(m, a);
-		struct rnode **k = n->kids.arr;
-		mqb_err err = mqbi_strmap_put(m, rname(c), c->len, c);
-		for (uint32_t i = 0; i < n->nkids && !err; i++)
-			err = mqbi_strmap_put(m, rname(k[i]), k[i]->len, k[i]);
-		if (err) {
-			mqbi_strmap_fini(m);
-			mqbi_free(a, m);
-			return err;
-		}
-		mqbi_free(a, k);
-		n->kids.map = m;
-		n->kids_map = 1;
-	}
-	n->nkids++;
-	return MQB_OK;
-}
-
-/* Never fails: shrinking steps are skipped without memory. */
-static void child_del(const mqb_allocator *a, struct rnode *n, struct rnode *c)
-{
-	if (!n->kids_map) {
-		if (n->nkids == 1) {
-			n->kids.one = NULL;
-		} else if (n->nkids == 2) {
-			struct rnode **k = n->kids.arr;
-			n->kids.one = k[0] == c ? k[1] : k[0];
-			mqbi_free(a, k);
-		} else {
-			struct rnode **k = n->kids.arr;
-			uint32_t i = 0, left = n->nkids - 1;
-			while (k[i] != c)
-				i++;
-			k[i] = k[left];
-			if (is_pow2_or_zero(left)) {
-				void *p = mqbi_realloc(a, k, left * sizeof(*k));
-				if (p)
-					n->kids.arr = p;
-			}
-		}
-		n->nkids--;
-		return;
-	}
-	mqbi_strmap *m = n->kids.map;
-	mqbi_strmap_remove(m, rname(c), c->len);
-	n->nkids--;
-	if (n->nkids > KIDS_ARRAY_MIN) {
-		mqbi_strmap_shrink(m);
-		return;
-	}
-	struct rnode **k = NULL, *one = NULL;
-	size_t pos = 0;
-	void *v;
-	if (n->nkids == 1) {
-		mqbi_strmap_next(m, &pos, NULL, NULL, &v);
-		one = v;
-	} else if (n->nkids > 1) {
-		k = mqbi_malloc(a, pow2_ceil(n->nkids) * sizeof(*k));
-		if (!k) {
-			mqbi_strmap_shrink(m);
-			return;
-		}
-		for (uint32_t i = 0; mqbi_strmap_next(m, &pos, NULL, NULL, &v); i++)
-			k[i] = v;
-	}
-	mqbi_strmap_fini(m);
-	mqbi_free(a, m);
-	if (n->nkids == 1)
-		n->kids.one = one;
-	else
-		n->kids.arr = k;
-	n->kids_map = 0;
-}
-
-static void kids_free(const mqb_allocator *a, struct rnode *n)
-{
-	if (n->kids_map) {
-		mqbi_strmap_fini(n->kids.map);
-		mqbi_free(a, n->kids.map);
-	} else if (n->nkids > 1) {
-		mqbi_free(a, n->kids.arr);
-	}
-}
-
-static struct rnode *kid_next(const struct rnode *n, size_t *pos)
-{
-	if (n->kids_map) {
-		void *v;
-		return mqbi_strmap_next(n->kids.map, pos, NULL, NULL, &v) ? v : NULL;
-	}
-	if (*pos >= n->nkids)
-		return NULL;
-	return kid_array(n)[(*pos)++];
+	return mqbi_kids_next(&n->kids, n->nkids, pos);
 }
 
 /* The next child from *pos on, skipping "$..." levels if asked. */
@@ -246,15 +104,7 @@ static struct rnode *first_kid(const struct rnode *n, bool skip_dollar)
 
 static struct rnode *next_kid(const struct rnode *p, const struct rnode *c, bool skip_dollar)
 {
-	size_t pos = 0;
-	if (p->kids_map) {
-		mqbi_strmap_locate(p->kids.map, rname(c), c->len, &pos);
-	} else {
-		struct rnode *const *k = kid_array(p);
-		while (k[pos] != c)
-			pos++;
-		pos++;
-	}
+	size_t pos = mqbi_kids_pos_after(&p->kids, p->nkids, c, kid_name);
 	return kid_next_visible(p, &pos, skip_dollar);
 }
 
@@ -286,7 +136,7 @@ static struct rnode *node_new(const mqb_allocator *a, struct rnode *parent, cons
 
 static void node_free(const mqb_allocator *a, struct rnode *n)
 {
-	kids_free(a, n);
+	mqbi_kids_free(a, &n->kids, n->nkids);
 	if (!n->topic_inline)
 		mqbi_free(a, n->topic);
 	mqbi_free(a, n);
@@ -296,7 +146,7 @@ static void prune(mqbi_retain *r, struct rnode *n)
 {
 	while (n != r->root && !n->value && !n->nkids) {
 		struct rnode *p = n->parent;
-		child_del(r->a, p, n);
+		mqbi_kids_del(r->a, &p->kids, &p->nkids, n, kid_name);
 		node_free(r->a, n);
 		n = p;
 	}
@@ -405,7 +255,7 @@ static mqb_err retain_store(mqbi_retain *r, const char *topic, size_t len, void 
 		c = node_new(r->a, n, s, l, pos > len ? topic : NULL, len);
 		if (!c)
 			goto fail;
-		if (child_add(r->a, n, c) != MQB_OK) {
+		if (mqbi_kids_add(r->a, &n->kids, &n->nkids, c, kid_name) != MQB_OK) {
 			mqbi_free(r->a, c);
 			goto fail;
 		}

@@ -1,7 +1,7 @@
 /*
- * The subscription trie. Each node is one filter level. An only exact child
- * lives in the node, a few in a small array (up to KIDS_ARRAY_MAX), more in a
- * strmap keyed by the child's own name; '+' and '#' children have their own
+ * The subscription trie. Each node is one filter level. Exact children are an
+ * mqbi_kids set (kids.h: an only child inline, a few in a small array, more in
+ * a strmap keyed by the child's own name); '+' and '#' children have their own
  * pointers. Routes sit in an array whose capacity is implied by its count
  * (the next power of two), so a node carries no capacity fields; nodes with
  * many routes get an owner index so that add and remove stay O(1). Shared
@@ -18,14 +18,12 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "kids.h"
 #include "topic.h"
 #include "util/alloc.h"
-#include "util/strmap.h"
 
-#define KIDS_ARRAY_MAX 8  /* more exact children than this: a hash map */
-#define KIDS_ARRAY_MIN 4  /* back to an array at this many (hysteresis) */
-#define RIDX_MIN       16 /* routes at which a node gets an owner index */
-#define NOT_FOUND      UINT32_MAX
+#define RIDX_MIN  16 /* routes at which a node gets an owner index */
+#define NOT_FOUND UINT32_MAX
 
 struct tnode_ext {
 	mqbi_share_group *groups;
@@ -38,17 +36,12 @@ struct tnode {
 	struct tnode *parent;
 	struct tnode *plus;
 	struct tnode *hash;
-	union {
-		struct tnode *one;  /* nkids == 1 */
-		struct tnode **arr; /* 2 <= nkids <= KIDS_ARRAY_MAX */
-		mqbi_strmap *map;   /* kids_map */
-	} kids;
+	mqbi_kids kids; /* exact children (struct tnode *) */
 	mqbi_route *routes;
 	struct tnode_ext *ext;
-	uint32_t nkids;
+	uint32_t nkids; /* count word of kids */
 	uint32_t nroutes;
-	uint32_t len : 31;
-	uint32_t kids_map : 1;
+	uint32_t len;
 	char name[];
 };
 
@@ -61,42 +54,6 @@ struct mqbi_trie {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static inline bool is_pow2_or_zero(size_t n)
-{
-	return (n & (n - 1)) == 0;
-}
-
-static size_t pow2_ceil(size_t n)
-{
-	size_t c = 1;
-	while (c < n)
-		c *= 2;
-	return c;
-}
-
-/* Makes room for element n + 1 of an array holding n. Returns the (maybe
- * moved) array, or NULL with arr untouched. */
-static void *array_reserve(const mqb_allocator *a, void *arr, size_t n, size_t elem)
-{
-	if (!is_pow2_or_zero(n))
-		return arr;
-	return mqbi_realloc(a, arr, (n ? n * 2 : 1) * elem);
-}
-
-/* After a removal left n elements: frees or halves the array when its implied
- * capacity drops. A failed shrink keeps the larger block, which is harmless. */
-static void *array_trim(const mqb_allocator *a, void *arr, size_t n, size_t elem)
-{
-	if (!n) {
-		mqbi_free(a, arr);
-		return NULL;
-	}
-	if (!is_pow2_or_zero(n))
-		return arr;
-	void *p = mqbi_realloc(a, arr, n * elem);
-	return p ? p : arr;
-}
 
 static size_t level_end(const char *s, size_t pos, size_t len)
 {
@@ -125,157 +82,23 @@ static inline uint32_t ptr_hash(const void *p)
 	return (uint32_t)x;
 }
 
-/* ---- children -----------------------------------------------------------
- * One exact child is stored in the node itself (levels of a unique filter form
- * chains, so this is the common case and saves a block and a cache miss),
- * 2..KIDS_ARRAY_MAX in an array, more in a strmap. */
+/* ---- children ---------------------------------------------------------- */
 
-static inline struct tnode *const *kid_array(const struct tnode *n)
+static inline const char *kid_name(const void *kid, size_t *len)
 {
-	return n->nkids == 1 ? &n->kids.one : n->kids.arr;
+	const struct tnode *c = kid;
+	*len = c->len;
+	return c->name;
 }
 
-static struct tnode *child_get(const struct tnode *n, const char *s, size_t len)
+static inline struct tnode *child_get(const struct tnode *n, const char *s, size_t len)
 {
-	if (n->kids_map)
-		return mqbi_strmap_get(n->kids.map, s, len);
-	struct tnode *const *k = kid_array(n);
-	for (uint32_t i = 0; i < n->nkids; i++) {
-		if (k[i]->len == len && memcmp(k[i]->name, s, len) == 0)
-			return k[i];
-	}
-	return NULL;
+	return mqbi_kids_get(&n->kids, n->nkids, s, len, kid_name);
 }
 
-static mqb_err child_add(const mqb_allocator *a, struct tnode *n, struct tnode *c)
+static inline struct tnode *kid_next(const struct tnode *n, size_t *pos)
 {
-	if (n->kids_map) {
-		mqb_err err = mqbi_strmap_put(n->kids.map, c->name, c->len, c);
-		if (err)
-			return err;
-	} else if (n->nkids == 0) {
-		n->kids.one = c;
-	} else if (n->nkids == 1) {
-		struct tnode **k = mqbi_malloc(a, 2 * sizeof(*k));
-		if (!k)
-			return MQB_ERR_NOMEM;
-		k[0] = n->kids.one;
-		k[1] = c;
-		n->kids.arr = k;
-	} else if (n->nkids < KIDS_ARRAY_MAX) {
-		struct tnode **k = array_reserve(a, n->kids.arr, n->nkids, sizeof(*k));
-		if (!k)
-			return MQB_ERR_NOMEM;
-		k[n->nkids] = c;
-		n->kids.arr = k;
-	} else {
-		mqbi_strmap *m = mqbi_malloc(a, sizeof(*m));
-		if (!m)
-			return MQB_ERR_NOMEM;
-		mqbi_strmap_init(m, a);
-		struct tnode **k = n->kids.arr;
-		mqb_err err = mqbi_strmap_put(m, c->name, c->len, c);
-		for (uint32_t i = 0; i < n->nkids && !err; i++)
-			err = mqbi_strmap_put(m, k[i]->name, k[i]->len, k[i]);
-		if (err) {
-			mqbi_strmap_fini(m);
-			mqbi_free(a, m);
-			return err;
-		}
-		mqbi_free(a, k);
-		n->kids.map = m;
-		n->kids_map = 1;
-	}
-	n->nkids++;
-	return MQB_OK;
-}
-
-/* Never fails: a conversion back to an array is skipped without memory. */
-static void child_del(const mqb_allocator *a, struct tnode *n, struct tnode *c)
-{
-	if (!n->kids_map) {
-		if (n->nkids == 1) {
-			n->kids.one = NULL;
-		} else if (n->nkids == 2) {
-			struct tnode **k = n->kids.arr;
-			n->kids.one = k[0] == c ? k[1] : k[0];
-			mqbi_free(a, k);
-		} else {
-			struct tnode **k = n->kids.arr;
-			uint32_t i = 0;
-			while (k[i] != c)
-				i++;
-			k[i] = k[n->nkids - 1];
-			n->kids.arr = array_trim(a, k, n->nkids - 1, sizeof(*k));
-		}
-		n->nkids--;
-		return;
-	}
-	mqbi_strmap *m = n->kids.map;
-	mqbi_strmap_remove(m, c->name, c->len);
-	n->nkids--;
-	if (n->nkids > KIDS_ARRAY_MIN) {
-		mqbi_strmap_shrink(m);
-		return;
-	}
-	struct tnode **k = NULL, *one = NULL;
-	size_t pos = 0;
-	void *v;
-	if (n->nkids == 1) {
-		mqbi_strmap_next(m, &pos, NULL, NULL, &v);
-		one = v;
-	} else if (n->nkids > 1) {
-		k = mqbi_malloc(a, pow2_ceil(n->nkids) * sizeof(*k));
-		if (!k) {
-			mqbi_strmap_shrink(m);
-			return;
-		}
-		for (uint32_t i = 0; mqbi_strmap_next(m, &pos, NULL, NULL, &v); i++)
-			k[i] = v;
-	}
-	mqbi_strmap_fini(m);
-	mqbi_free(a, m);
-	if (n->nkids == 1)
-		n->kids.one = one;
-	else
-		n->kids.arr = k;
-	n->kids_map = 0;
-}
-
-static void kids_free(const mqb_allocator *a, struct tnode *n)
-{
-	if (n->kids_map) {
-		mqbi_strmap_fini(n->kids.map);
-		mqbi_free(a, n->kids.map);
-	} else if (n->nkids > 1) {
-		mqbi_free(a, n->kids.arr);
-	}
-}
-
-/* The exact child at or after iteration position *pos (then advanced). */
-static struct tnode *kid_next(const struct tnode *n, size_t *pos)
-{
-	if (n->kids_map) {
-		void *v;
-		return mqbi_strmap_next(n->kids.map, pos, NULL, NULL, &v) ? v : NULL;
-	}
-	if (*pos >= n->nkids)
-		return NULL;
-	return kid_array(n)[(*pos)++];
-}
-
-/* The iteration position just after exact child c. */
-static size_t kid_pos_after(const struct tnode *n, const struct tnode *c)
-{
-	size_t pos = 0;
-	if (n->kids_map) {
-		mqbi_strmap_locate(n->kids.map, c->name, c->len, &pos);
-		return pos;
-	}
-	struct tnode *const *k = kid_array(n);
-	while (k[pos] != c)
-		pos++;
-	return pos + 1;
+	return mqbi_kids_next(&n->kids, n->nkids, pos);
 }
 
 /* Children in walk order: exact ones, then '+', then '#'. */
@@ -294,7 +117,7 @@ static struct tnode *next_sibling(const struct tnode *p, const struct tnode *c)
 		return NULL;
 	if (c == p->plus)
 		return p->hash;
-	size_t pos = kid_pos_after(p, c);
+	size_t pos = mqbi_kids_pos_after(&p->kids, p->nkids, c, kid_name);
 	struct tnode *k = kid_next(p, &pos);
 	if (k)
 		return k;
@@ -330,7 +153,7 @@ static void ext_free(const mqb_allocator *a, struct tnode_ext *x)
 
 static void node_free(const mqb_allocator *a, struct tnode *n)
 {
-	kids_free(a, n);
+	mqbi_kids_free(a, &n->kids, n->nkids);
 	mqbi_free(a, n->routes);
 	if (n->ext)
 		ext_free(a, n->ext);
@@ -374,7 +197,7 @@ static void prune(mqbi_trie *t, struct tnode *n)
 		else if (p->hash == n)
 			p->hash = NULL;
 		else
-			child_del(t->a, p, n);
+			mqbi_kids_del(t->a, &p->kids, &p->nkids, n, kid_name);
 		node_free(t->a, n);
 		n = p;
 	}
@@ -421,7 +244,7 @@ static mqb_err path_create(mqbi_trie *t, const char *f, size_t flen, struct tnod
 			n->plus = c;
 		} else if (is_level(s, len, '#')) {
 			n->hash = c;
-		} else if (child_add(t->a, n, c) != MQB_OK) {
+		} else if (mqbi_kids_add(t->a, &n->kids, &n->nkids, c, kid_name) != MQB_OK) {
 			mqbi_free(t->a, c);
 			goto fail;
 		}
@@ -522,7 +345,7 @@ static mqb_err route_add(mqbi_trie *t, struct tnode *n, const mqbi_route *r, boo
 	}
 	if (n->nroutes == UINT32_MAX - 1)
 		return MQB_ERR_NOMEM;
-	mqbi_route *arr = array_reserve(t->a, n->routes, n->nroutes, sizeof(*arr));
+	mqbi_route *arr = mqbi_array_reserve(t->a, n->routes, n->nroutes, sizeof(*arr));
 	if (!arr)
 		return MQB_ERR_NOMEM;
 	n->routes = arr;
@@ -566,7 +389,7 @@ static mqb_err route_del(mqbi_trie *t, struct tnode *n, const void *owner)
 		x->ridx_cap = 0;
 		ext_release_if_empty(t->a, n);
 	}
-	n->routes = array_trim(t->a, n->routes, last, sizeof(*n->routes));
+	n->routes = mqbi_array_trim(t->a, n->routes, last, sizeof(*n->routes));
 	return MQB_OK;
 }
 
@@ -606,7 +429,7 @@ static mqb_err group_add(mqbi_trie *t, struct tnode *n, const char *gname, size_
 			*replaced = true;
 			return MQB_OK;
 		}
-		mqbi_route *m = array_reserve(a, g->members, g->count, sizeof(*m));
+		mqbi_route *m = mqbi_array_reserve(a, g->members, g->count, sizeof(*m));
 		if (!m)
 			return MQB_ERR_NOMEM;
 		g->members = m;
@@ -616,7 +439,7 @@ static mqb_err group_add(mqbi_trie *t, struct tnode *n, const char *gname, size_
 	struct tnode_ext *x = ext_get(a, n);
 	if (!x)
 		return MQB_ERR_NOMEM;
-	mqbi_share_group *gs = array_reserve(a, x->groups, x->ngroups, sizeof(*gs));
+	mqbi_share_group *gs = mqbi_array_reserve(a, x->groups, x->ngroups, sizeof(*gs));
 	if (!gs) {
 		ext_release_if_empty(a, n);
 		return MQB_ERR_NOMEM;
@@ -652,7 +475,7 @@ static mqb_err group_del(mqbi_trie *t, struct tnode *n, const char *gname, size_
 		return MQB_ERR_NOTFOUND;
 	g->members[i] = g->members[--g->count];
 	if (g->count) {
-		g->members = array_trim(a, g->members, g->count, sizeof(*g->members));
+		g->members = mqbi_array_trim(a, g->members, g->count, sizeof(*g->members));
 		return MQB_OK;
 	}
 	mqbi_free(a, (void *)g->name);
@@ -661,7 +484,7 @@ static mqb_err group_del(mqbi_trie *t, struct tnode *n, const char *gname, size_
 	uint32_t last = --x->ngroups;
 	if (g != &x->groups[last])
 		memcpy(g, &x->groups[last], sizeof(*g));
-	x->groups = array_trim(a, x->groups, last, sizeof(*x->groups));
+	x->groups = mqbi_array_trim(a, x->groups, last, sizeof(*x->groups));
 	ext_release_if_empty(a, n);
 	return MQB_OK;
 }

@@ -34,8 +34,9 @@ static void on_accept(mqbi_loop *l, int fd, void *user, unsigned events);
 static void resume_accept(mqbi_loop *l, mqbi_timer *t)
 {
 	mqbi_listener *ls = (mqbi_listener *)((char *)t - offsetof(mqbi_listener, pause));
-	if (ls->fd >= 0)
-		mqbi_loop_watch(l, ls->fd, MQBI_EV_READ, on_accept, ls);
+	int fd = ls->fd;
+	if (fd >= 0)
+		mqbi_loop_watch(l, fd, MQBI_EV_READ, on_accept, ls);
 }
 
 static void on_accept(mqbi_loop *l, int lfd, void *user, unsigned events)
@@ -130,12 +131,13 @@ static void watch_listener(mqbi_worker *w, void *arg)
 static void close_listener(mqbi_worker *w, void *arg)
 {
 	mqbi_listener *ls = arg;
-	if (ls->fd < 0)
+	int fd = ls->fd;
+	if (fd < 0)
 		return;
 	mqbi_timer_stop(w->loop, &ls->pause);
-	mqbi_loop_unwatch(w->loop, ls->fd);
-	close(ls->fd);
+	mqbi_loop_unwatch(w->loop, fd);
 	ls->fd = -1;
+	close(fd);
 }
 
 static mqbi_listener *find(mqb_broker *b, const char *name)

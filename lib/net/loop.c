@@ -183,6 +183,10 @@ mqb_err mqbi_loop_watch(mqbi_loop *l, int fd, unsigned events, mqbi_io_fn fn, vo
 	mqbi_watcher *w = &l->watchers[fd];
 	bool watched = w->fn != NULL;
 	events &= MQBI_EV_READ | MQBI_EV_WRITE;
+	/* Output is flushed once per iteration for every busy connection: an
+	 * unchanged watch must not cost a system call. */
+	if (watched && w->events == events && w->fn == fn && w->user == user)
+		return MQB_OK;
 	mqb_err err = l->be->add(l, fd, watched, events);
 	if (err != MQB_OK)
 		return err;

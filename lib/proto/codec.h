@@ -303,6 +303,13 @@ mqbi_dec_status mqbi_decode(const uint8_t *buf, size_t len, const mqbi_dec_ctx *
 bool mqbi_sublist_next(const mqbi_subscribe *s, bool with_options, uint32_t *pos,
                        mqbi_bytes *filter, mqbi_subopts *opts);
 
+/* Reads the property at *pos of a raw property block (without its length
+ * prefix) and advances past it; returns its id, or -1 at the end, on an
+ * unknown id or on a malformed entry. Strings and binary data go to a (User
+ * Property pairs to a and b), numbers to v. *pos starts at 0. */
+int mqbi_props_next(const uint8_t *raw, uint32_t raw_len, uint32_t *pos, mqbi_bytes *a,
+                    mqbi_bytes *b, uint32_t *v);
+
 /* Walks the User Property entries of a raw property block. *pos starts at 0. */
 bool mqbi_props_next_user(const uint8_t *raw, uint32_t raw_len, uint32_t *pos, mqbi_bytes *key,
                           mqbi_bytes *value);

@@ -88,6 +88,22 @@ static inline uint8_t *wr32(uint8_t *p, uint32_t v)
 	return p + 4;
 }
 
+/* Reads a length-prefixed string/binary at *pp bounded by end. */
+static inline bool read_bytes(const uint8_t **pp, const uint8_t *end, mqbi_bytes *out)
+{
+	const uint8_t *p = *pp;
+	if (end - p < 2)
+		return false;
+	uint32_t n = rd16(p);
+	p += 2;
+	if ((size_t)(end - p) < n)
+		return false;
+	out->ptr = p;
+	out->len = n;
+	*pp = p + n;
+	return true;
+}
+
 /* Writes a length-prefixed string or binary (caller checked len <= 65535). */
 static inline uint8_t *wrbytes(uint8_t *p, mqbi_bytes b)
 {

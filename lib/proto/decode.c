@@ -31,21 +31,6 @@
 #define RC_MAL   MQBI_RC_MALFORMED
 #define RC_PROTO MQBI_RC_PROTOCOL_ERROR
 
-static inline bool read_bytes(const uint8_t **pp, const uint8_t *end, mqbi_bytes *out)
-{
-	const uint8_t *p = *pp;
-	if (end - p < 2)
-		return false;
-	uint32_t n = rd16(p);
-	p += 2;
-	if ((size_t)(end - p) < n)
-		return false;
-	out->ptr = p;
-	out->len = n;
-	*pp = p + n;
-	return true;
-}
-
 static inline bool read_str(const uint8_t **pp, const uint8_t *end, mqbi_bytes *out)
 {
 	return read_bytes(pp, end, out) && mqbi_utf8_scan(out->ptr, out->len, false) == UTF8_OK;

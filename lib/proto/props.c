@@ -43,22 +43,6 @@ const mqbi_prop_info mqbi_prop_table[MQBI_PROP_MAX_ID + 1] = {
         [MQBI_PROP_SHARED_SUB_AVAILABLE] = {PT_BYTE, K(MQBI_CONNACK)},
 };
 
-/* Reads a length-prefixed string/binary at *pp bounded by end. */
-static inline bool read_bytes(const uint8_t **pp, const uint8_t *end, mqbi_bytes *out)
-{
-	const uint8_t *p = *pp;
-	if (end - p < 2)
-		return false;
-	uint32_t n = rd16(p);
-	p += 2;
-	if ((size_t)(end - p) < n)
-		return false;
-	out->ptr = p;
-	out->len = n;
-	*pp = p + n;
-	return true;
-}
-
 uint8_t mqbi_props_decode(const uint8_t *p, const uint8_t *end, int kind, bool multi_sub_id,
                           mqbi_props *out)
 {
@@ -244,11 +228,8 @@ uint8_t mqbi_props_decode(const uint8_t *p, const uint8_t *end, int kind, bool m
 	return 0;
 }
 
-/* Reads the property at *pos and advances past it; returns its id, or -1 at
- * the end or on a malformed entry. Strings and binaries go to a (pairs to a
- * and b), numbers to v. */
-static int next_prop(const uint8_t *raw, uint32_t raw_len, uint32_t *pos, mqbi_bytes *a,
-                     mqbi_bytes *b, uint32_t *v)
+int mqbi_props_next(const uint8_t *raw, uint32_t raw_len, uint32_t *pos, mqbi_bytes *a,
+                    mqbi_bytes *b, uint32_t *v)
 {
 	if (!raw || *pos >= raw_len)
 		return -1;
@@ -301,7 +282,7 @@ bool mqbi_props_next_user(const uint8_t *raw, uint32_t raw_len, uint32_t *pos, m
 	mqbi_bytes a, b;
 	uint32_t v;
 	int id;
-	while ((id = next_prop(raw, raw_len, pos, &a, &b, &v)) >= 0) {
+	while ((id = mqbi_props_next(raw, raw_len, pos, &a, &b, &v)) >= 0) {
 		if (id == MQBI_PROP_USER_PROPERTY) {
 			*key = a;
 			*value = b;
@@ -316,7 +297,7 @@ bool mqbi_props_next_sub_id(const uint8_t *raw, uint32_t raw_len, uint32_t *pos,
 	mqbi_bytes a, b;
 	uint32_t v;
 	int pid;
-	while ((pid = next_prop(raw, raw_len, pos, &a, &b, &v)) >= 0) {
+	while ((pid = mqbi_props_next(raw, raw_len, pos, &a, &b, &v)) >= 0) {
 		if (pid == MQBI_PROP_SUB_ID) {
 			*id = v;
 			return true;
@@ -333,7 +314,8 @@ static uint32_t user_props_size(const mqbi_props *p)
 	mqbi_bytes a, b;
 	uint32_t v;
 	int id;
-	while (start = pos, (id = next_prop(p->user_raw, p->user_raw_len, &pos, &a, &b, &v)) >= 0) {
+	while (start = pos,
+	       (id = mqbi_props_next(p->user_raw, p->user_raw_len, &pos, &a, &b, &v)) >= 0) {
 		if (id == MQBI_PROP_USER_PROPERTY)
 			total += pos - start;
 	}
@@ -530,8 +512,8 @@ size_t mqbi_props_write(uint8_t *buf, const mqbi_props *p, uint32_t size)
 		mqbi_bytes a, b;
 		uint32_t v;
 		int id;
-		while (start = pos,
-		       (id = next_prop(p->user_raw, p->user_raw_len, &pos, &a, &b, &v)) >= 0) {
+		while (start = pos, (id = mqbi_props_next(p->user_raw, p->user_raw_len, &pos, &a,
+		                                          &b, &v)) >= 0) {
 			if (id == MQBI_PROP_USER_PROPERTY) {
 				memcpy(q, p->user_raw + start, pos - start);
 				q += pos - start;
