@@ -140,6 +140,7 @@ static void worker_fini(mqb_broker *b, mqbi_worker *w)
 		mqbi_loop_destroy(w->loop);
 	mqbi_free(&b->alloc, w->rbuf);
 	mqbi_worker_free_iobufs(w);
+	mqbi_worker_free_xbatches(w);
 	mqbi_free(&b->alloc, w->view_props);
 	mqbi_free(&b->alloc, w->view_text);
 	for (uint32_t i = 0; i < w->ntargets; i++)

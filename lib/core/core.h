@@ -233,6 +233,8 @@ typedef struct mqbi_xdelivery {
 typedef struct mqbi_xbatch {
 	mqbi_inbox_item item;
 	mqb_broker *broker;
+	mqbi_worker *origin;           /* gets the batch back once it has run */
+	struct mqbi_xbatch *free_next; /* in the origin's free list */
 	uint32_t count, cap;
 	mqbi_xdelivery d[];
 } mqbi_xbatch;
@@ -274,7 +276,11 @@ struct mqbi_worker {
 	mqbi_client *dirty;   /* clients with output to flush */
 	mqbi_client *dead;    /* closed clients, freed before the loop sleeps */
 	mqbi_xbatch **outbox; /* [nworkers] pending cross-worker deliveries */
-	uint8_t *rbuf;        /* loop-wide read buffer */
+	/* Spent batches: the free list (this worker only) and the stack other
+	 * workers push them back onto once they have run them. */
+	mqbi_xbatch *xfree;
+	_Atomic(mqbi_xbatch *) xreturned;
+	uint8_t *rbuf; /* loop-wide read buffer */
 	size_t rbuf_cap;
 	/* Free client I/O buffers of MQBI_IOBUF_SIZE: busy connections reuse
 	 * them, so delivering a message allocates nothing. */
@@ -473,6 +479,7 @@ void mqbi_session_cancel_will(mqbi_session *s);
  * subscriptions it matched. Runs on worker w. */
 size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg);
 void mqbi_worker_flush_outbox(mqbi_worker *w);
+void mqbi_worker_free_xbatches(mqbi_worker *w);
 void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p);
 void mqbi_handle_ack(mqbi_client *c, mqbi_ptype type, const mqbi_ack *a);
 /* Writes one delivery as a PUBLISH to the client; false if it cannot be sent

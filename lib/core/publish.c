@@ -256,6 +256,54 @@ static void merge_multi(mqbi_worker *w)
 	}
 }
 
+#define XBATCH_CAP 256
+
+/* A batch for deliveries from w: a spent one when there is one, so steady
+ * traffic between workers allocates nothing. */
+static mqbi_xbatch *xbatch_get(mqbi_worker *w)
+{
+	if (!w->xfree)
+		w->xfree = atomic_exchange_explicit(&w->xreturned, NULL, memory_order_acquire);
+	mqbi_xbatch *xb = w->xfree;
+	if (xb) {
+		w->xfree = xb->free_next;
+		return xb;
+	}
+	xb = mqbi_malloc(&w->broker->alloc, sizeof(*xb) + sizeof(mqbi_xdelivery) * XBATCH_CAP);
+	if (xb) {
+		xb->broker = w->broker;
+		xb->origin = w;
+		xb->cap = XBATCH_CAP;
+	}
+	return xb;
+}
+
+/* Hands a spent batch back to the worker that made it (any thread). */
+static void xbatch_return(mqbi_xbatch *xb)
+{
+	mqbi_worker *o = xb->origin;
+	mqbi_xbatch *head = atomic_load_explicit(&o->xreturned, memory_order_relaxed);
+	do
+		xb->free_next = head;
+	while (!atomic_compare_exchange_weak_explicit(&o->xreturned, &head, xb,
+	                                              memory_order_release, memory_order_relaxed));
+}
+
+void mqbi_worker_free_xbatches(mqbi_worker *w)
+{
+	mqbi_xbatch *xb = atomic_exchange(&w->xreturned, NULL);
+	while (xb) {
+		mqbi_xbatch *next = xb->free_next;
+		mqbi_free(&w->broker->alloc, xb);
+		xb = next;
+	}
+	while (w->xfree) {
+		xb = w->xfree;
+		w->xfree = xb->free_next;
+		mqbi_free(&w->broker->alloc, xb);
+	}
+}
+
 static void xbatch_run(mqbi_loop *l, mqbi_inbox_item *it)
 {
 	mqbi_xbatch *xb = (mqbi_xbatch *)it;
@@ -268,7 +316,7 @@ static void xbatch_run(mqbi_loop *l, mqbi_inbox_item *it)
 		mqbi_msg_unref(a, d->msg);
 		mqbi_free(a, d->sub_ids);
 	}
-	mqbi_free(a, xb);
+	xbatch_return(xb);
 }
 
 static void xbatch_drop(mqbi_inbox_item *it)
@@ -306,8 +354,7 @@ static void send_remote(mqbi_worker *w, mqbi_target *t, mqbi_msg *msg)
 			w->outbox[home] = NULL;
 			mqbi_loop_post(b->workers[home].loop, &xb->item);
 		}
-		uint32_t cap = 256;
-		xb = mqbi_malloc(&b->alloc, sizeof(*xb) + sizeof(mqbi_xdelivery) * cap);
+		xb = xbatch_get(w);
 		if (!xb) {
 			mqbi_session_unref(t->session);
 			MQBI_COUNT(w->m.messages_dropped, 1);
@@ -315,9 +362,7 @@ static void send_remote(mqbi_worker *w, mqbi_target *t, mqbi_msg *msg)
 		}
 		xb->item.run = xbatch_run;
 		xb->item.drop = xbatch_drop;
-		xb->broker = b;
 		xb->count = 0;
-		xb->cap = cap;
 		w->outbox[home] = xb;
 	}
 	mqbi_xdelivery *d = &xb->d[xb->count++];

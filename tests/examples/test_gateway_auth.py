@@ -6,7 +6,7 @@ Usage: test_gateway_auth.py PATH/TO/gateway_auth
 import sys
 
 from exutil import (MQTTv311, MQTTv5, Client, Example, Raw, Runner, check_exit, check_sigterm,
-                    uid)
+                    uid, wait_until)
 
 DEVICES = [("thermo-1", "hunter2"), ("valve-7", "open-sesame"), ("meter-3", "kWh")]
 BAD_USER_PASS_V3 = 0x04   # 3.1.1 CONNACK return code
@@ -122,6 +122,8 @@ def tests(r, port, ex):
             raw = Raw(port, 4)
             raw.send_connect(uid("l"), *DEVICES[1])
             raw.close()
+        wait_until(lambda: "valve-7 went away before its lookup ended" in ex.log(),
+                   what="the example to log a ticket of a client that went away")
         expect_connack(port, MQTTv311, *DEVICES[1], 0)
 
     def exits_0_at_end_of_stdin():
