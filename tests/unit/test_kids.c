@@ -104,6 +104,18 @@ static void check_members(const mqbi_kids *k, uint32_t n, const bool *in)
 	}
 }
 
+/* Adds kids[0..count) to an empty set, marking them in `in` if given. */
+static void add_first(mqbi_kids *k, uint32_t *n, bool *in, int count)
+{
+	*k = (mqbi_kids){0};
+	*n = 0;
+	for (int i = 0; i < count; i++) {
+		ck_assert_int_eq(mqbi_kids_add(&alloc, k, n, &kids[i], kid_name), MQB_OK);
+		if (in)
+			in[i] = true;
+	}
+}
+
 START_TEST(test_empty)
 {
 	mqbi_kids k = {0};
@@ -153,13 +165,10 @@ END_TEST
 START_TEST(test_hysteresis)
 {
 	make_kids();
-	mqbi_kids k = {0};
-	uint32_t n = 0;
+	mqbi_kids k;
+	uint32_t n;
 	bool in[NKIDS] = {0};
-	for (int i = 0; i <= MQBI_KIDS_ARRAY_MAX; i++) {
-		ck_assert_int_eq(mqbi_kids_add(&alloc, &k, &n, &kids[i], kid_name), MQB_OK);
-		in[i] = true;
-	}
+	add_first(&k, &n, in, MQBI_KIDS_ARRAY_MAX + 1);
 	ck_assert(n & MQBI_KIDS_MAP);
 	/* Between the minimum and the maximum the set stays a map... */
 	mqbi_kids_del(&alloc, &k, &n, &kids[0], kid_name);
@@ -179,10 +188,9 @@ START_TEST(test_pos_after)
 {
 	make_kids();
 	for (int total = 1; total <= 20; total++) {
-		mqbi_kids k = {0};
-		uint32_t n = 0;
-		for (int i = 0; i < total; i++)
-			ck_assert_int_eq(mqbi_kids_add(&alloc, &k, &n, &kids[i], kid_name), MQB_OK);
+		mqbi_kids k;
+		uint32_t n;
+		add_first(&k, &n, NULL, total);
 		/* Resuming after each child gives the rest of the order. */
 		kid *order[NKIDS];
 		size_t pos = 0;
@@ -225,13 +233,10 @@ START_TEST(test_add_nomem)
 	make_kids();
 	bool in[NKIDS] = {0};
 	for (int target = 1; target <= 12; target++) {
-		mqbi_kids k = {0};
-		uint32_t n = 0;
+		mqbi_kids k;
+		uint32_t n;
 		memset(in, 0, sizeof(in));
-		for (int i = 0; i < target - 1; i++) {
-			ck_assert_int_eq(mqbi_kids_add(&alloc, &k, &n, &kids[i], kid_name), MQB_OK);
-			in[i] = true;
-		}
+		add_first(&k, &n, in, target - 1);
 		for (long f = 1;; f++) {
 			cnt.fail_in = f;
 			mqb_err err = mqbi_kids_add(&alloc, &k, &n, &kids[target - 1], kid_name);
@@ -253,13 +258,10 @@ END_TEST
 START_TEST(test_del_nomem)
 {
 	make_kids();
-	mqbi_kids k = {0};
-	uint32_t n = 0;
+	mqbi_kids k;
+	uint32_t n;
 	bool in[NKIDS] = {0};
-	for (int i = 0; i < NKIDS; i++) {
-		ck_assert_int_eq(mqbi_kids_add(&alloc, &k, &n, &kids[i], kid_name), MQB_OK);
-		in[i] = true;
-	}
+	add_first(&k, &n, in, NKIDS);
 	for (int i = 0; i < NKIDS; i++) {
 		cnt.fail_in = 1;
 		mqbi_kids_del(&alloc, &k, &n, &kids[i], kid_name);

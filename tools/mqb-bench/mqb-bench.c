@@ -16,7 +16,9 @@
  *
  * Only loopback targets (127.0.0.0/8) are accepted.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -176,10 +178,11 @@ static struct opts {
 	const char *ready_file;
 	const char *prefix;
 	double setup_timeout;
+	double tick_us; /* < 0: automatic */
 } O = {
 	.host = "127.0.0.1", .port = 1883, .ver = 4, .qos = 0, .size = 64, .count = 1, .subs = -1,
 	.conn_rate = 1000, .duration = 10, .warmup = 1, .drain = 5, .inflight = 64, .threads = 1,
-	.keepalive = 300, .group = "g", .prefix = NULL,
+	.keepalive = 300, .group = "g", .prefix = NULL, .tick_us = -1,
 };
 
 /* --------------------------------------------------------------- conns */
@@ -223,6 +226,7 @@ typedef struct worker {
 	int ndirty;
 	int next_connect;
 	int cpu;
+	uint64_t last_pump;
 	/* stats (single writer, relaxed reads by main) */
 	uint64_t sent, sent_win, acked, recv, recv_win, dup, ooo, conn_ok, conn_fail, ready, errors,
 	    closed, unknown_pub, bad_payload;
@@ -239,6 +243,7 @@ static uint64_t **g_bitmaps; /* per publisher dedup bitmaps (expected-1 scenario
 static uint64_t g_bitmap_bits;
 static int g_fanout; /* expected deliveries per message; 0 = unknown */
 static int g_stop_signal;
+static uint64_t g_tick; /* open-loop publishing granularity in ns; 0 = exact */
 
 static void on_signal(int s)
 {
@@ -858,10 +863,23 @@ static void *worker_main(void *arg)
 			}
 		}
 		if (ph == PH_RUN && now >= g_t_start) {
-			for (int i = 0; i < w->npubs; i++) {
-				uint64_t nx = pump(w, w->pubs[i], now);
-				if (nx < wake)
-					wake = nx;
+			if (g_tick && now < w->last_pump + g_tick) {
+				/* open loop, high rate: publish in ticks so that several
+				 * messages share a send(); the delay counts in the latency */
+				if (w->last_pump + g_tick < wake)
+					wake = w->last_pump + g_tick;
+			} else {
+				uint64_t first = UINT64_MAX;
+				for (int i = 0; i < w->npubs; i++) {
+					uint64_t nx = pump(w, w->pubs[i], now);
+					if (nx < first)
+						first = nx;
+				}
+				w->last_pump = now;
+				if (g_tick && first != UINT64_MAX && first < now + g_tick)
+					first = now + g_tick;
+				if (first < wake)
+					wake = first;
 			}
 		}
 		flush_dirty(w);
@@ -929,7 +947,9 @@ static void usage(void)
 	       "      --setup-timeout S  give up if setup takes longer (default from -c/-R)\n"
 	       "      --json             print the results as one JSON object on stdout\n"
 	       "      --quiet            no progress lines on stderr\n"
-	       "      --id-prefix P      client id prefix (mqb-PID)\n");
+	       "      --id-prefix P      client id prefix (mqb-PID)\n"
+	       "      --tick US          open-loop pacing granularity; default exact up to 50k msg/s\n"
+	       "                         per thread, else min(1000, 8 intervals) us\n");
 }
 
 static void parse_cpus(const char *s)
@@ -1039,6 +1059,7 @@ int main(int argc, char **argv)
 		{"cpu", 1, 0, 1007},        {"json", 0, 0, 1008},         {"quiet", 0, 0, 1009},
 		{"keepalive", 1, 0, 'k'},   {"ready-file", 1, 0, 1010},   {"scenario", 1, 0, 1011},
 		{"id-prefix", 1, 0, 1012},  {"setup-timeout", 1, 0, 1013}, {"help", 0, 0, 'h'},
+		{"tick", 1, 0, 1014},
 		{0, 0, 0, 0}};
 	O.mode = -1;
 	int ch;
@@ -1079,6 +1100,7 @@ int main(int argc, char **argv)
 			break;
 		case 1012: O.prefix = optarg; break;
 		case 1013: O.setup_timeout = atof(optarg); break;
+		case 1014: O.tick_us = atof(optarg); break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
@@ -1182,6 +1204,18 @@ int main(int argc, char **argv)
 	}
 	if (O.scen == SC_SPREAD && O.rate <= 0)
 		die("spread needs --rate or --total-rate");
+	/* Open-loop pacing: exact (one wake-up per due message) up to 50k msg/s
+	 * per thread; above, ticks of up to 1 ms so that a send() carries several
+	 * messages of one publisher (about 8) — the tool would otherwise spend a
+	 * syscall per message and saturate before the broker. */
+	if (O.rate > 0) {
+		double per_thread = O.rate * npub / O.threads;
+		double interval_us = 1e6 / O.rate;
+		if (O.tick_us >= 0)
+			g_tick = (uint64_t)(O.tick_us * 1000);
+		else if (per_thread > 50000)
+			g_tick = (uint64_t)(fmin(1000.0, 8 * interval_us) * 1000);
+	}
 	g_npubs = npub;
 	g_nsubs = nsub;
 	g_nconns = npub + nsub + nidle;
@@ -1313,6 +1347,7 @@ int main(int argc, char **argv)
 	double cpu0 = 0, cpu1 = 0;
 	uint64_t tw0 = 0, tw1 = 0;
 	uint64_t drain_ns = 0;
+	bool drain_stalled = false;
 	totals tw_start;
 	memset(&tw_start, 0, sizeof tw_start);
 	if (!rc) {
@@ -1373,8 +1408,13 @@ int main(int argc, char **argv)
 		/* drain */
 		__atomic_store_n(&g_phase, PH_DRAIN, __ATOMIC_SEQ_CST);
 		uint64_t d0 = now_ns(), dl = d0 + (uint64_t)(O.drain * 1e9);
+		uint64_t last_change = d0, last_progress = ~0ull;
 		for (;;) {
 			sum_totals(&t);
+			if (t.recv + t.acked != last_progress) {
+				last_progress = t.recv + t.acked;
+				last_change = now_ns();
+			}
 			bool done = true;
 			if (O.qos && npub && t.acked < t.sent)
 				done = false;
@@ -1383,7 +1423,10 @@ int main(int argc, char **argv)
 			if (t.ready - t.closed == 0)
 				done = true;
 			uint64_t now = now_ns();
-			if (done || now >= dl || g_stop_signal) {
+			/* nothing arrived for 3 s: the rest is not coming */
+			if (!done && now - last_change > 3000000000ull)
+				drain_stalled = true;
+			if (done || drain_stalled || now >= dl || g_stop_signal) {
 				drain_ns = now - d0;
 				break;
 			}
@@ -1429,10 +1472,11 @@ int main(int argc, char **argv)
 	if (O.json) {
 		printf("{\"tool\":\"mqb-bench\",\"version\":\"" VERSION "\",\"mode\":\"%s\",\"scenario\":\"%s\","
 		       "\"mqtt\":%d,\"qos\":%d,\"size\":%d,\"publishers\":%d,\"subscribers\":%d,\"idle\":%d,"
-		       "\"threads\":%d,\"rate_per_pub\":%.3f,\"inflight\":%d,\"duration_s\":%.3f,\"warmup_s\":%.3f,"
-		       "\"window_s\":%.3f,\"setup_s\":%.3f,\"drain_s\":%.3f,",
+		       "\"threads\":%d,\"tick_us\":%.1f,\"rate_per_pub\":%.3f,\"inflight\":%d,\"duration_s\":%.3f,\"warmup_s\":%.3f,"
+		       "\"window_s\":%.3f,\"setup_s\":%.3f,\"drain_s\":%.3f,\"drain_stalled\":%s,",
 		       mode_names[O.mode], sc_names[O.scen], O.ver == 4 ? 311 : 5, O.qos, O.size, npub, nsub, nidle,
-		       O.threads, O.rate, O.inflight, O.duration, O.warmup, win_s, setup_s, drain_ns / 1e9);
+		       O.threads, g_tick / 1e3, O.rate, O.inflight, O.duration, O.warmup, win_s, setup_s, drain_ns / 1e9,
+		       drain_stalled ? "true" : "false");
 		printf("\"connections\":{\"total\":%d,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"closed\":%" PRIu64
 		       ",\"connack_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}},",
 		       g_nconns, t.conn_ok, t.conn_fail, t.closed, h_pct(&clat, 50) / 1e3, h_pct(&clat, 99) / 1e3,
@@ -1468,7 +1512,7 @@ int main(int argc, char **argv)
 			printf("  latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%" PRIu64 " samples)\n",
 			       h_pct(&lat, 50) / 1e3, h_pct(&lat, 99) / 1e3, h_pct(&lat, 99.9) / 1e3, lat.max / 1e3,
 			       lat.count);
-			printf("  drain %.2f s\n", drain_ns / 1e9);
+			printf("  drain %.2f s%s\n", drain_ns / 1e9, drain_stalled ? " (stalled: nothing arrived for 3 s)" : "");
 		}
 		printf("  tool cpu: %.1f%% over the window (%d thread(s))%s\n", cpu_pct, O.threads,
 		       cpu_pct > 90.0 * O.threads ? "  SATURATED: results may be tool-bound" : "");
