@@ -219,9 +219,10 @@ typedef mqb_verdict (*mqb_authenticate_fn)(void *user, const mqb_auth_request *r
                                            mqb_auth_ticket *ticket);
 
 /** Completes a pending authentication with MQB_ALLOW, MQB_DENY or MQB_IGNORE.
- * Thread-safe. Returns MQB_ERR_NOTFOUND when the client went away meanwhile (the
- * ticket is released all the same). Every ticket must be completed exactly
- * once, and before the broker is destroyed. */
+ * Thread-safe, also after mqb_broker_stop()/_wait(). Returns MQB_ERR_NOTFOUND
+ * when the client went away meanwhile (the ticket is released all the same).
+ * Every ticket must be completed exactly once, and before the broker is
+ * destroyed. */
 MQB_API mqb_err mqb_auth_complete(mqb_auth_ticket *ticket, mqb_verdict verdict);
 
 /** MQTT 5 enhanced authentication (AUTH packets). Called for a CONNECT that
@@ -244,10 +245,13 @@ typedef mqb_verdict (*mqb_enhanced_auth_fn)(void *user, const mqb_auth_exchange 
 
 typedef enum mqb_action { MQB_ACTION_PUBLISH = 0, MQB_ACTION_SUBSCRIBE } mqb_action;
 
-/** Authorizes a publish to `topic` or a subscription to the filter `topic`.
- * MQB_ALLOW or MQB_IGNORE let it through, MQB_DENY refuses it (PUBACK/PUBREC
- * 0x87 or a dropped QoS 0 message; SUBACK 0x87, 3.x: 0x80). For a subscription,
- * `*qos` is the QoS to grant and may be lowered. Must answer at once. */
+/** Authorizes a publish to `topic` (wills included, at CONNECT) or a
+ * subscription to the filter `topic` (as the client sent it, "$share/g/..."
+ * included). MQB_ALLOW or MQB_IGNORE let it through, MQB_DENY refuses it
+ * (PUBACK/PUBREC 0x87 or a dropped QoS 0 message; SUBACK 0x87, 3.x: 0x80; a
+ * refused will topic refuses the CONNECT with 0x87). For a subscription,
+ * `*qos` is the QoS to grant and may be lowered; for a publish it is ignored.
+ * Must answer at once. */
 typedef mqb_verdict (*mqb_authorize_fn)(void *user, const mqb_client *c, mqb_action action,
                                         const char *topic, int *qos);
 
@@ -255,15 +259,17 @@ typedef mqb_verdict (*mqb_authorize_fn)(void *user, const mqb_client *c, mqb_act
  * (c == NULL), before it is stored or routed; wills too, when they are
  * published. The hook may change the message's fields or answer MQB_DENY to
  * drop it, setting *reason to the MQTT 5 reason code its publisher gets
- * (default 0x87). Changed fields may point to memory of the hook's that stays
- * valid after it returns, until its next call on the same thread (static or
+ * (default 0x87); any other answer lets it through. Changed fields may point to memory of the
+ * hook's that stays valid after it returns, until its next call on the same thread (static or
  * thread-local buffers, not its stack): the broker copies them right after the
  * hook returns. */
 typedef mqb_verdict (*mqb_on_publish_fn)(void *user, const mqb_client *c, mqb_message *m,
                                          int *reason);
 
-/** Called before each delivery of a message to a client; MQB_DENY skips this
- * client. Runs on the loop thread of the receiving client. */
+/** Called once per delivery, when the message is written to the client (a
+ * message that waited in the session's queue is asked about when it leaves
+ * it); MQB_DENY skips this client. Not asked again for a retransmission.
+ * Runs on the loop thread of the receiving client. */
 typedef mqb_verdict (*mqb_on_deliver_fn)(void *user, const mqb_client *to, const mqb_message *m);
 
 typedef enum mqb_event_type {
@@ -331,8 +337,8 @@ MQB_API mqb_err mqb_broker_start(mqb_broker *b);
 MQB_API mqb_err mqb_broker_run(mqb_broker *b);
 
 /** Step mode, for a single-threaded host: opens the listeners but starts no
- * thread. The host polls mqb_broker_fd() for readability (with a timeout no
- * longer than mqb_broker_timeout()) and calls mqb_broker_step(). */
+ * thread (Linux: the descriptor is an epoll set). The host polls mqb_broker_fd() for readability
+ * (with a timeout no longer than mqb_broker_timeout()) and calls mqb_broker_step(). */
 MQB_API mqb_err mqb_broker_start_stepped(mqb_broker *b);
 /** A descriptor that is readable when the broker has work (step mode). */
 MQB_API int mqb_broker_fd(const mqb_broker *b);

@@ -425,7 +425,7 @@ MQB_API mqb_err mqb_broker_wait(mqb_broker *b)
 	if (!b)
 		return MQB_ERR_INVAL;
 	int st = atomic_load(&b->state);
-	if (st == MQBI_BS_CREATED)
+	if (st == MQBI_BS_CREATED || b->stepped)
 		return MQB_ERR_STATE;
 	for (unsigned i = 0; i < b->nworkers; i++) {
 		mqbi_worker *w = &b->workers[i];

@@ -407,13 +407,16 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	mqb_broker *b = s->home->broker;
 	const mqb_allocator *a = &b->alloc;
 	mqbi_client *c = s->client;
-	if (c && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain))
-		return;
 	mqbi_delivery d = {.msg = msg, .qos = qos, .retain = retain, .n_sub_ids = n_sub_ids};
 	if (n_sub_ids == 1)
 		d.sub_id = sub_ids[0];
 
-	/* The fast path: straight to the client. QoS 0 needs no slot in flight. */
+	/* The fast path: straight to the client. QoS 0 needs no slot in flight.
+	 * on_deliver is asked when a delivery is written (here or in pump). */
+	bool direct = can_write(c) &&
+	              (qos == 0 || (s->queue.count == 0 && s->inflight_count < window(s)));
+	if (direct && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain))
+		return;
 	if (qos == 0 && can_write(c)) {
 		if (n_sub_ids > 1)
 			d.sub_ids = (uint32_t *)sub_ids; /* borrowed for the write only */
