@@ -100,7 +100,13 @@ typedef struct mqbi_delivery {
 	bool dup;
 } mqbi_delivery;
 
-enum { MQBI_DS_QUEUED = 0, MQBI_DS_WAIT_PUBACK, MQBI_DS_WAIT_PUBREC, MQBI_DS_WAIT_PUBCOMP };
+enum {
+	MQBI_DS_QUEUED = 0,
+	MQBI_DS_WAIT_PUBACK,
+	MQBI_DS_WAIT_PUBREC,
+	MQBI_DS_WAIT_PUBCOMP,
+	MQBI_DS_DONE /* a hole in the in-flight ring */
+};
 
 /* A ring of deliveries. */
 typedef struct mqbi_dqueue {
@@ -133,8 +139,12 @@ struct mqbi_session {
 	mqbi_timer expiry_timer; /* armed while offline with a finite expiry */
 	mqbi_strmap subs;        /* text -> mqbi_sub */
 	mqbi_dqueue queue;       /* waiting for an inflight slot or for the client */
-	mqbi_delivery *inflight; /* in send order */
-	uint32_t inflight_count, inflight_cap;
+	/* In-flight deliveries: a ring in send (= packet id) order, so finding a
+	 * packet id and acknowledging the oldest are O(1). An entry acknowledged
+	 * out of order stays as a hole (MQBI_DS_DONE) until it reaches the head. */
+	mqbi_delivery *inflight;
+	uint32_t inflight_head, inflight_slots, inflight_cap;
+	uint32_t inflight_count; /* live entries (holes excluded) */
 	uint16_t next_packet_id;
 	/* QoS 2 packet ids received and routed, awaiting PUBREL (exactly once). */
 	uint16_t *awaiting_rel;

@@ -188,11 +188,12 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 			publish_will_now(s, will);
 	}
 	dq_free(a, &s->queue);
-	for (uint32_t i = 0; i < s->inflight_count; i++)
-		mqbi_delivery_release(a, &s->inflight[i]);
+	for (uint32_t i = 0; i < s->inflight_slots; i++)
+		mqbi_delivery_release(a,
+		                      &s->inflight[(s->inflight_head + i) & (s->inflight_cap - 1)]);
 	mqbi_free(a, s->inflight);
 	s->inflight = NULL;
-	s->inflight_count = s->inflight_cap = 0;
+	s->inflight_head = s->inflight_slots = s->inflight_cap = s->inflight_count = 0;
 	mqbi_free(a, s->awaiting_rel);
 	mqbi_free(a, s->awaiting_rel_at);
 	s->awaiting_rel = NULL;
@@ -263,20 +264,96 @@ void mqbi_session_detach(mqbi_session *s)
 
 /* ---- In flight ---------------------------------------------------------- */
 
+static mqbi_delivery *if_at(const mqbi_session *s, uint32_t i)
+{
+	return &s->inflight[(s->inflight_head + i) & (s->inflight_cap - 1)];
+}
+
+/* How many ids after `from` comes `to` (0 is never used). */
+static uint32_t id_distance(uint16_t from, uint16_t to)
+{
+	uint32_t d = (uint16_t)(to - from);
+	return to < from ? d - 1 : d;
+}
+
 mqbi_delivery *mqbi_session_inflight_find(mqbi_session *s, uint16_t packet_id)
 {
-	for (uint32_t i = 0; i < s->inflight_count; i++)
-		if (s->inflight[i].packet_id == packet_id)
-			return &s->inflight[i];
+	uint32_t n = s->inflight_slots;
+	if (n == 0 || packet_id == 0)
+		return NULL;
+	/* Ids are handed out in ring order, 65535 wrapping to 1: an id outside
+	 * the span from the oldest to the newest is not in flight, and one inside
+	 * sits at its distance from the oldest unless ids in use were skipped. */
+	uint16_t first = if_at(s, 0)->packet_id;
+	uint32_t off = id_distance(first, packet_id);
+	if (off > id_distance(first, if_at(s, n - 1)->packet_id))
+		return NULL;
+	if (off < n) {
+		mqbi_delivery *d = if_at(s, off);
+		if (d->packet_id == packet_id)
+			return d->state == MQBI_DS_DONE ? NULL : d;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		mqbi_delivery *d = if_at(s, i);
+		if (d->packet_id == packet_id && d->state != MQBI_DS_DONE)
+			return d;
+	}
 	return NULL;
+}
+
+/* Drops the holes that reached the head of the ring. */
+static void inflight_trim(mqbi_session *s)
+{
+	while (s->inflight_slots && if_at(s, 0)->state == MQBI_DS_DONE) {
+		s->inflight_head = (s->inflight_head + 1) & (s->inflight_cap - 1);
+		s->inflight_slots--;
+	}
+	if (s->inflight_slots == 0)
+		s->inflight_head = 0;
+}
+
+/* Releases an entry, leaving a hole. */
+static void inflight_release(mqbi_session *s, mqbi_delivery *d)
+{
+	mqbi_delivery_release(alloc_of(s), d);
+	d->state = MQBI_DS_DONE;
+	s->inflight_count--;
 }
 
 void mqbi_session_inflight_remove(mqbi_session *s, mqbi_delivery *d)
 {
-	uint32_t i = (uint32_t)(d - s->inflight);
-	mqbi_delivery_release(alloc_of(s), d);
-	memmove(&s->inflight[i], &s->inflight[i + 1], sizeof(*d) * (s->inflight_count - i - 1));
-	s->inflight_count--;
+	inflight_release(s, d);
+	inflight_trim(s);
+}
+
+/* Appends to the ring, growing it, or squeezing out holes when they are
+ * more than half of it. */
+static mqbi_delivery *inflight_push(mqbi_session *s, const mqbi_delivery *d)
+{
+	if (s->inflight_slots == s->inflight_cap) {
+		bool squeeze = s->inflight_count < s->inflight_slots / 2;
+		uint32_t cap =
+		        squeeze ? s->inflight_cap : (s->inflight_cap ? s->inflight_cap * 2 : 4);
+		mqbi_delivery *n = mqbi_malloc(alloc_of(s), sizeof(*n) * cap);
+		if (!n)
+			return NULL;
+		uint32_t k = 0;
+		for (uint32_t i = 0; i < s->inflight_slots; i++) {
+			mqbi_delivery *e = if_at(s, i);
+			if (!squeeze || e->state != MQBI_DS_DONE)
+				n[k++] = *e;
+		}
+		mqbi_free(alloc_of(s), s->inflight);
+		s->inflight = n;
+		s->inflight_cap = cap;
+		s->inflight_head = 0;
+		s->inflight_slots = k;
+	}
+	mqbi_delivery *slot = if_at(s, s->inflight_slots);
+	*slot = *d;
+	s->inflight_slots++;
+	s->inflight_count++;
+	return slot;
 }
 
 static uint16_t next_packet_id(mqbi_session *s)
@@ -307,18 +384,11 @@ static bool can_write(const mqbi_client *c)
 /* Puts a QoS > 0 delivery in flight and sends it. */
 static bool start_flight(mqbi_session *s, mqbi_delivery *d)
 {
-	if (s->inflight_count == s->inflight_cap) {
-		uint32_t cap = s->inflight_cap ? s->inflight_cap * 2 : 4;
-		mqbi_delivery *n = mqbi_realloc(alloc_of(s), s->inflight, sizeof(*n) * cap);
-		if (!n)
-			return false;
-		s->inflight = n;
-		s->inflight_cap = cap;
-	}
 	d->packet_id = next_packet_id(s);
 	d->state = d->qos == 1 ? MQBI_DS_WAIT_PUBACK : MQBI_DS_WAIT_PUBREC;
-	mqbi_delivery *slot = &s->inflight[s->inflight_count++];
-	*slot = *d;
+	mqbi_delivery *slot = inflight_push(s, d);
+	if (!slot)
+		return false;
 	if (!mqbi_send_publish(s->client, slot)) {
 		/* Too large for the client: dropped [MQTT-3.1.2-25]. */
 		mqbi_session_inflight_remove(s, slot);
@@ -377,20 +447,21 @@ void mqbi_session_pump(mqbi_session *s)
 void mqbi_session_resend(mqbi_session *s)
 {
 	mqbi_client *c = s->client;
-	for (uint32_t i = 0; i < s->inflight_count; i++) {
-		mqbi_delivery *d = &s->inflight[i];
+	for (uint32_t i = 0; i < s->inflight_slots; i++) {
+		mqbi_delivery *d = if_at(s, i);
+		if (d->state == MQBI_DS_DONE)
+			continue;
 		if (d->state == MQBI_DS_WAIT_PUBCOMP) {
 			mqbi_packet p = {.type = MQBI_PUBREL};
 			p.u.ack.packet_id = d->packet_id;
 			mqbi_client_send_packet(c, &p);
 		} else {
 			d->dup = true; /* [MQTT-3.3.1-1] */
-			if (!mqbi_send_publish(c, d)) {
-				mqbi_session_inflight_remove(s, d);
-				i--;
-			}
+			if (!mqbi_send_publish(c, d))
+				inflight_release(s, d); /* too large now: dropped */
 		}
 	}
+	inflight_trim(s);
 }
 
 void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool retain,

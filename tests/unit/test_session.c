@@ -244,7 +244,8 @@ START_TEST(qos2_after_pubrec_resends_pubrel_only)
 	ck_assert_int_eq(read_publishes(got, 2), 1);
 	mqbi_ack a = {.packet_id = got[0].packet_id};
 	mqbi_handle_ack(c, MQBI_PUBREC, &a);
-	ck_assert_int_eq(s->inflight[0].state, MQBI_DS_WAIT_PUBCOMP);
+	ck_assert_int_eq(mqbi_session_inflight_find(s, got[0].packet_id)->state,
+	                 MQBI_DS_WAIT_PUBCOMP);
 	mqbi_worker_flush(fx.w);
 	uint8_t junk[64];
 	(void)!read(fx.peer, junk, sizeof junk); /* the PUBREL */
