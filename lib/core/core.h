@@ -112,6 +112,7 @@ enum {
 typedef struct mqbi_dqueue {
 	mqbi_delivery *items;
 	uint32_t head, count, cap;
+	uint32_t qos0;  /* of which QoS 0 */
 	uint64_t bytes; /* payload bytes queued */
 } mqbi_dqueue;
 

@@ -90,6 +90,7 @@ static bool dq_push(const mqb_allocator *a, mqbi_dqueue *q, const mqbi_delivery 
 	}
 	*dq_at(q, q->count++) = *d;
 	q->bytes += d->msg->payload_len;
+	q->qos0 += d->qos == 0;
 	return true;
 }
 
@@ -99,6 +100,7 @@ static void dq_pop(mqbi_dqueue *q, mqbi_delivery *out)
 	q->head = (q->head + 1) & (q->cap - 1);
 	q->count--;
 	q->bytes -= out->msg->payload_len;
+	q->qos0 -= out->qos == 0;
 }
 
 /* Removes item i, keeping the order of the rest. */
@@ -109,6 +111,7 @@ static void dq_remove(mqbi_dqueue *q, uint32_t i, mqbi_delivery *out)
 		*dq_at(q, i) = *dq_at(q, i + 1);
 	q->count--;
 	q->bytes -= out->msg->payload_len;
+	q->qos0 -= out->qos == 0;
 }
 
 static void dq_free(const mqb_allocator *a, mqbi_dqueue *q)
@@ -484,17 +487,20 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 
 	/* The fast path: straight to the client. QoS 0 needs no slot in flight.
 	 * on_deliver is asked when a delivery is written (here or in pump). */
-	bool direct = can_write(c) &&
-	              (qos == 0 || (s->queue.count == 0 && s->inflight_count < window(s)));
+	/* MQTT orders deliveries per topic and QoS [MQTT-4.6.0-6]: QoS 0 may
+	 * pass QoS 1/2 held by the in-flight window, but not queued QoS 0. */
+	bool direct =
+	        can_write(c) && (qos == 0 ? s->queue.qos0 == 0
+	                                  : s->queue.count == 0 && s->inflight_count < window(s));
 	if (direct && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain))
 		return;
-	if (qos == 0 && can_write(c)) {
+	if (qos == 0 && direct) {
 		if (n_sub_ids > 1)
 			d.sub_ids = (uint32_t *)sub_ids; /* borrowed for the write only */
 		mqbi_send_publish(c, &d);
 		return;
 	}
-	if (qos > 0 && can_write(c) && s->queue.count == 0 && s->inflight_count < window(s)) {
+	if (qos > 0 && direct) {
 		if (n_sub_ids > 1) {
 			d.sub_ids = mqbi_malloc(a, sizeof(uint32_t) * n_sub_ids);
 			if (!d.sub_ids)
@@ -506,10 +512,10 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 			drop(s, &d, "out of memory");
 		return;
 	}
-	if (qos == 0 && (c || !mqbi_lim(b)->mqueue_store_qos0)) {
-		/* Connected but congested, or offline without QoS 0 queueing. */
-		drop_event(s, msg, 0,
-		           c ? "client congested" : "offline (mqueue_store_qos0 = false)");
+	/* QoS 0 waits in the queue too (keeping the order), unless the session
+	 * is offline and mqtt.mqueue_store_qos0 = false. */
+	if (qos == 0 && !c && !mqbi_lim(b)->mqueue_store_qos0) {
+		drop_event(s, msg, 0, "offline (mqueue_store_qos0 = false)");
 		return;
 	}
 	/* Queue it, within the limits; QoS 0 goes first when full. */

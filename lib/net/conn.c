@@ -252,11 +252,33 @@ void mqbi_client_mark_dirty(mqbi_client *c)
 	}
 }
 
+/* Output beyond this is handed to the kernel at once instead of at the end
+ * of the loop iteration, so that one busy iteration (many publishers' input)
+ * does not pile up a subscriber's output. */
+#define MQBI_EAGER_FLUSH (64u * 1024u)
+
+/* Writes what the socket takes now; never closes (errors are left for the
+ * regular flush, which may close the client safely). */
+static void try_write(mqbi_client *c)
+{
+	while (c->woff < c->wlen) {
+		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n <= 0)
+			return;
+		c->woff += (size_t)n;
+		MQBI_COUNT(c->w->m.bytes_sent, (uint64_t)n);
+	}
+	c->woff = c->wlen = 0;
+}
+
 void mqbi_client_out_commit(mqbi_client *c, size_t n)
 {
 	c->wlen += n;
 	MQBI_COUNT(c->w->m.packets_sent, 1);
 	mqbi_client_mark_dirty(c);
+	if (c->wlen - c->woff >= MQBI_EAGER_FLUSH)
+		try_write(c);
 }
 
 size_t mqbi_client_out_pending(const mqbi_client *c)
@@ -291,12 +313,12 @@ static bool client_flush(mqbi_client *c)
 		return false;
 	}
 	/* All written: an idle connection keeps no output buffer. */
-	bool was_blocked = c->wcap && c->wlen >= MQBI_OUT_HIGH_WATER / 2;
 	iobuf_put(w, c->wbuf, c->wcap);
 	c->wbuf = NULL;
 	c->wlen = c->wcap = c->woff = 0;
 	mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c);
-	if (was_blocked && c->session && c->state == MQBI_CS_CONNECTED)
+	/* Deliveries that waited for room go out now. */
+	if (c->session && c->session->queue.count && c->state == MQBI_CS_CONNECTED)
 		mqbi_session_pump(c->session);
 	return true;
 }

@@ -949,7 +949,7 @@ static void usage(void)
 	       "      --quiet            no progress lines on stderr\n"
 	       "      --id-prefix P      client id prefix (mqb-PID)\n"
 	       "      --tick US          open-loop pacing granularity; default exact up to 50k msg/s\n"
-	       "                         per thread, else min(1000, 8 intervals) us\n");
+	       "                         per thread, else min(2000, 8 intervals) us\n");
 }
 
 static void parse_cpus(const char *s)
@@ -1205,7 +1205,7 @@ int main(int argc, char **argv)
 	if (O.scen == SC_SPREAD && O.rate <= 0)
 		die("spread needs --rate or --total-rate");
 	/* Open-loop pacing: exact (one wake-up per due message) up to 50k msg/s
-	 * per thread; above, ticks of up to 1 ms so that a send() carries several
+	 * per thread; above, ticks of up to 2 ms so that a send() carries several
 	 * messages of one publisher (about 8) — the tool would otherwise spend a
 	 * syscall per message and saturate before the broker. */
 	if (O.rate > 0) {
@@ -1214,7 +1214,7 @@ int main(int argc, char **argv)
 		if (O.tick_us >= 0)
 			g_tick = (uint64_t)(O.tick_us * 1000);
 		else if (per_thread > 50000)
-			g_tick = (uint64_t)(fmin(1000.0, 8 * interval_us) * 1000);
+			g_tick = (uint64_t)(fmin(2000.0, 8 * interval_us) * 1000);
 	}
 	g_npubs = npub;
 	g_nsubs = nsub;
