@@ -293,10 +293,10 @@ struct mqbi_worker {
 	_Atomic(mqbi_xbatch *) xreturned;
 	uint8_t *rbuf; /* loop-wide read buffer */
 	size_t rbuf_cap;
-	/* Free client I/O buffers of MQBI_IOBUF_SIZE: busy connections reuse
-	 * them, so delivering a message allocates nothing. */
-	uint8_t **iobufs;
-	unsigned n_iobufs;
+	/* Free client I/O buffers of two sizes: busy connections reuse them, so
+	 * delivering a message allocates nothing. */
+	uint8_t **iobufs[2];
+	unsigned n_iobufs[2];
 	mqbi_target *targets; /* scratch for routing */
 	uint32_t ntargets, targets_cap;
 	/* Scratch for handing messages to the host (mqbi_msg_view). */
@@ -539,8 +539,10 @@ void mqbi_sys_start(mqbi_worker *w);
 void mqbi_sys_client_event(mqbi_client *c, bool connected);
 void mqbi_sys_publish(mqbi_worker *w, const char *subtopic, const char *payload, bool retain);
 
-#define MQBI_IOBUF_SIZE     16384u
-#define MQBI_IOBUF_POOL_MAX 256u
+/* Client I/O buffer classes: small ones for the odd packet (an idle
+ * client's CONNACK, PINGRESP), large ones for busy connections. */
+#define MQBI_IOBUF_SMALL 512u
+#define MQBI_IOBUF_LARGE 16384u
 
 /* Output high-water mark: above it QoS 0 deliveries are dropped and QoS 1/2
  * deliveries wait in the session queue. */

@@ -14,14 +14,20 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events);
 
 /* ---- The worker's pool of client I/O buffers ------------------------------ */
 
-/* A buffer of at least `need` bytes: from the pool when a standard one fits. */
+static const size_t iobuf_size[2] = {MQBI_IOBUF_SMALL, MQBI_IOBUF_LARGE};
+/* How many free buffers of each class a worker keeps (256 KiB + 1 MiB). */
+static const unsigned iobuf_keep[2] = {512, 64};
+
+/* A buffer of at least `need` bytes: a pooled one when a class fits. */
 static uint8_t *iobuf_get(mqbi_worker *w, size_t need, size_t *cap)
 {
-	if (need <= MQBI_IOBUF_SIZE) {
-		*cap = MQBI_IOBUF_SIZE;
-		if (w->n_iobufs)
-			return w->iobufs[--w->n_iobufs];
-		return mqbi_malloc(&w->broker->alloc, MQBI_IOBUF_SIZE);
+	for (int k = 0; k < 2; k++) {
+		if (need <= iobuf_size[k]) {
+			*cap = iobuf_size[k];
+			if (w->n_iobufs[k])
+				return w->iobufs[k][--w->n_iobufs[k]];
+			return mqbi_malloc(&w->broker->alloc, iobuf_size[k]);
+		}
 	}
 	*cap = need;
 	return mqbi_malloc(&w->broker->alloc, need);
@@ -31,27 +37,58 @@ static void iobuf_put(mqbi_worker *w, uint8_t *buf, size_t cap)
 {
 	if (!buf)
 		return;
-	if (cap == MQBI_IOBUF_SIZE && w->n_iobufs < MQBI_IOBUF_POOL_MAX) {
-		if (!w->iobufs) {
-			w->iobufs = mqbi_malloc(&w->broker->alloc,
-			                        sizeof(uint8_t *) * MQBI_IOBUF_POOL_MAX);
-			if (!w->iobufs) {
-				mqbi_free(&w->broker->alloc, buf);
-				return;
-			}
+	for (int k = 0; k < 2; k++) {
+		if (cap != iobuf_size[k] || w->n_iobufs[k] == iobuf_keep[k])
+			continue;
+		if (!w->iobufs[k]) {
+			w->iobufs[k] =
+			        mqbi_malloc(&w->broker->alloc, sizeof(uint8_t *) * iobuf_keep[k]);
+			if (!w->iobufs[k])
+				break;
 		}
-		w->iobufs[w->n_iobufs++] = buf;
+		w->iobufs[k][w->n_iobufs[k]++] = buf;
 		return;
 	}
 	mqbi_free(&w->broker->alloc, buf);
 }
 
+/* Makes *buf hold at least `need` bytes, keeping its first `len`: moves up a
+ * class, or beyond the classes by doubling. */
+static bool iobuf_ensure(mqbi_worker *w, uint8_t **buf, size_t *cap, size_t len, size_t need)
+{
+	if (*buf && need <= *cap)
+		return true;
+	if (!*buf) {
+		*buf = iobuf_get(w, need, cap);
+		return *buf != NULL;
+	}
+	size_t ncap;
+	uint8_t *nb;
+	if (need <= MQBI_IOBUF_LARGE) {
+		nb = iobuf_get(w, need, &ncap);
+		if (!nb)
+			return false;
+		memcpy(nb, *buf, len);
+		iobuf_put(w, *buf, *cap);
+	} else {
+		ncap = *cap * 2 > need ? *cap * 2 : need;
+		nb = mqbi_realloc(&w->broker->alloc, *buf, ncap);
+		if (!nb)
+			return false;
+	}
+	*buf = nb;
+	*cap = ncap;
+	return true;
+}
+
 void mqbi_worker_free_iobufs(mqbi_worker *w)
 {
-	while (w->n_iobufs)
-		mqbi_free(&w->broker->alloc, w->iobufs[--w->n_iobufs]);
-	mqbi_free(&w->broker->alloc, w->iobufs);
-	w->iobufs = NULL;
+	for (int k = 0; k < 2; k++) {
+		while (w->n_iobufs[k])
+			mqbi_free(&w->broker->alloc, w->iobufs[k][--w->n_iobufs[k]]);
+		mqbi_free(&w->broker->alloc, w->iobufs[k]);
+		w->iobufs[k] = NULL;
+	}
 }
 
 /* Gives the client's read buffer back once it holds nothing. */
@@ -223,22 +260,8 @@ uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
 			c->wlen -= c->woff;
 			c->woff = 0;
 		}
-		if (!c->wbuf) {
-			c->wbuf = iobuf_get(c->w, n, &c->wcap);
-			if (!c->wbuf) {
-				c->wcap = 0;
-				return NULL;
-			}
-		} else if (c->wlen + n > c->wcap) {
-			size_t cap = c->wcap;
-			while (cap < c->wlen + n)
-				cap *= 2;
-			uint8_t *nb = mqbi_realloc(&c->w->broker->alloc, c->wbuf, cap);
-			if (!nb)
-				return NULL;
-			c->wbuf = nb;
-			c->wcap = cap;
-		}
+		if (!iobuf_ensure(c->w, &c->wbuf, &c->wcap, c->wlen, c->wlen + n))
+			return NULL;
 	}
 	return c->wbuf + c->wlen;
 }
@@ -396,15 +419,11 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 	uint8_t *buf;
 	size_t have, room;
 	if (c->rlen) {
-		if (c->rcap - c->rlen < 4096) {
-			size_t cap = c->rcap * 2 < c->rlen + 16384 ? c->rlen + 16384 : c->rcap * 2;
-			uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, cap);
-			if (!nb) {
-				mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
-				return;
-			}
-			c->rbuf = nb;
-			c->rcap = cap;
+		/* Room for the rest of the packet, read in reasonable pieces. */
+		if (c->rcap - c->rlen < 4096 &&
+		    !iobuf_ensure(w, &c->rbuf, &c->rcap, c->rlen, c->rlen + 4096)) {
+			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+			return;
 		}
 		buf = c->rbuf;
 		have = c->rlen;
@@ -436,16 +455,7 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 			rbuf_release(c);
 	} else if (rest) {
 		/* A packet continues in the next read: keep its start. */
-		if (!c->rbuf)
-			c->rbuf = iobuf_get(w, rest * 2, &c->rcap);
-		else if (c->rcap < rest) {
-			uint8_t *nb = mqbi_realloc(&w->broker->alloc, c->rbuf, rest * 2);
-			if (nb)
-				c->rcap = rest * 2;
-			c->rbuf = nb;
-		}
-		if (!c->rbuf) {
-			c->rcap = 0;
+		if (!iobuf_ensure(w, &c->rbuf, &c->rcap, 0, rest)) {
 			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
 			return;
 		}

@@ -293,7 +293,7 @@ def search_rate(kind, sid, cfg):
     within a time budget; probes use a short window."""
     t_end = time.time() + cfg['search_budget']
     rate = cfg['s1_start'] if sid == 'S1' else cfg['s3_start']
-    step = 1.6
+    step = 2.0
     best = None
     probes = []
     pc = dict(cfg)
