@@ -8,8 +8,6 @@
 #include "core/core.h"
 #include "core/topic.h"
 
-bool mqbi_client_detach_for_move(mqbi_client *c, const uint8_t *from, size_t len);
-
 mqb_err mqbi_client_send_packet(mqbi_client *c, const mqbi_packet *p)
 {
 	mqbi_packet copy;
@@ -433,8 +431,6 @@ static bool handle_connect(mqbi_client *c, const mqbi_connect *cn, const uint8_t
 		if (!c->client_id)
 			return refused(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
 	}
-	if (strlen(c->client_id) != (cn->client_id.len ? cn->client_id.len : strlen(c->client_id)))
-		return refused(c, MQBI_RC_CLIENT_ID_INVALID, "client id contains U+0000");
 	if (cn->will_flag) {
 		if (!mqbi_topic_name_valid((const char *)cn->will_topic.ptr, cn->will_topic.len))
 			return refused(c, MQBI_RC_TOPIC_NAME_INVALID, "invalid will topic");

@@ -133,7 +133,6 @@ struct mqbi_session {
 	mqbi_worker *home;
 	char *client_id;
 	size_t id_len;
-	uint64_t uid;
 	mqbi_client *client;     /* the connected client, or NULL */
 	uint8_t level;           /* protocol level of the last connection */
 	uint32_t expiry;         /* seconds; UINT32_MAX = never */
@@ -188,7 +187,6 @@ struct mqbi_client {
 	uint8_t level;
 	int fd;
 	char peer[56];
-	uint64_t connected_at;
 	mqbi_session *session;
 	char *client_id; /* set from CONNECT (the session's id once attached) */
 	char *username;
@@ -437,7 +435,10 @@ void mqbi_worker_close_listeners(mqbi_worker *w);
 
 /* conn.c: socket I/O of a client */
 void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd);
-void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c);     /* after a move between workers */
+void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c); /* after a move between workers */
+/* Detaches c from its worker so that another adopts it; the unprocessed input
+ * (len bytes at from) moves into the client's own buffer. */
+bool mqbi_client_detach_for_move(mqbi_client *c, const uint8_t *from, size_t len);
 uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n); /* NULL on OOM */
 void mqbi_client_out_commit(mqbi_client *c, size_t n);
 size_t mqbi_client_out_pending(const mqbi_client *c);

@@ -35,7 +35,6 @@ static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, boo
 	s->listed = listed;
 	s->home = w;
 	s->id_len = len;
-	s->uid = atomic_fetch_add(&b->next_uid, 1);
 	s->next_packet_id = 1;
 	mqbi_strmap_init(&s->subs, &b->alloc);
 	if (listed)

@@ -26,15 +26,6 @@ void mqbi_sys_publish(mqbi_worker *w, const char *subtopic, const char *payload,
 	mqbi_msg_unref(&b->alloc, m);
 }
 
-static uint64_t sum(mqb_broker *b, size_t offset)
-{
-	uint64_t total = 0;
-	for (unsigned i = 0; i < b->nworkers; i++)
-		total += MQBI_READ(*(mqbi_counter *)((char *)&b->workers[i].m + offset));
-	return total;
-}
-#define SUM(b, field) sum((b), offsetof(mqbi_metrics, field))
-
 static void format_uptime(uint64_t s, char *out, size_t len)
 {
 	unsigned d = (unsigned)(s / 86400), h = (unsigned)(s / 3600 % 24),
@@ -70,20 +61,22 @@ static void sys_tick(mqbi_loop *l, mqbi_timer *t)
 	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	mqbi_sys_publish(w, "datetime", buf, false);
 
-	publish_u64(w, "stats/connections/count", SUM(b, connections));
-	publish_u64(w, "stats/sessions/count", SUM(b, sessions));
-	publish_u64(w, "stats/subscriptions/count", mqbi_trie_route_count(b->trie));
+	mqb_metrics m;
+	mqb_broker_metrics(b, &m);
+	publish_u64(w, "stats/connections/count", m.connections);
+	publish_u64(w, "stats/sessions/count", m.sessions);
+	publish_u64(w, "stats/subscriptions/count", m.subscriptions);
 	publish_u64(w, "stats/topics/count", mqbi_trie_filter_count(b->trie));
 	publish_u64(w, "stats/routes/count", mqbi_trie_filter_count(b->trie));
-	publish_u64(w, "stats/retained/count", mqbi_retain_count(b->retain));
-	publish_u64(w, "metrics/messages/received", SUM(b, messages_received));
-	publish_u64(w, "metrics/messages/sent", SUM(b, messages_sent));
-	publish_u64(w, "metrics/messages/dropped", SUM(b, messages_dropped));
-	publish_u64(w, "metrics/messages/expired", SUM(b, messages_expired));
-	publish_u64(w, "metrics/packets/received", SUM(b, packets_received));
-	publish_u64(w, "metrics/packets/sent", SUM(b, packets_sent));
-	publish_u64(w, "metrics/bytes/received", SUM(b, bytes_received));
-	publish_u64(w, "metrics/bytes/sent", SUM(b, bytes_sent));
+	publish_u64(w, "stats/retained/count", m.retained);
+	publish_u64(w, "metrics/messages/received", m.messages_received);
+	publish_u64(w, "metrics/messages/sent", m.messages_sent);
+	publish_u64(w, "metrics/messages/dropped", m.messages_dropped);
+	publish_u64(w, "metrics/messages/expired", m.messages_expired);
+	publish_u64(w, "metrics/packets/received", m.packets_received);
+	publish_u64(w, "metrics/packets/sent", m.packets_sent);
+	publish_u64(w, "metrics/bytes/received", m.bytes_received);
+	publish_u64(w, "metrics/bytes/sent", m.bytes_sent);
 	mqbi_timer_start(l, t, mqbi_lim(b)->sys_interval, sys_tick);
 }
 

@@ -168,7 +168,6 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	c->fd = fd;
 	c->state = MQBI_CS_CONNECTING;
 	c->last_rx = mqbi_loop_now(w->loop);
-	c->connected_at = c->last_rx;
 	mqbi_strmap_init(&c->aliases_out, &b->alloc);
 	format_peer(fd, c->peer, sizeof c->peer, &c->local_loopback);
 	if (mqbi_loop_watch(w->loop, fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
