@@ -466,6 +466,20 @@ void mqbi_session_resend(mqbi_session *s)
 	inflight_trim(s);
 }
 
+/* Makes d own what it refers to: a message reference and, for several
+ * subscription identifiers, a copy of them. False when out of memory. */
+static bool keep(const mqb_allocator *a, mqbi_delivery *d, mqbi_msg *msg, const uint32_t *sub_ids)
+{
+	if (d->n_sub_ids > 1) {
+		d->sub_ids = mqbi_malloc(a, sizeof(uint32_t) * d->n_sub_ids);
+		if (!d->sub_ids)
+			return false;
+		memcpy(d->sub_ids, sub_ids, sizeof(uint32_t) * d->n_sub_ids);
+	}
+	d->msg = mqbi_msg_ref(msg);
+	return true;
+}
+
 void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool retain,
                           const uint32_t *sub_ids, uint16_t n_sub_ids)
 {
@@ -500,13 +514,8 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 		return;
 	}
 	if (qos > 0 && direct) {
-		if (n_sub_ids > 1) {
-			d.sub_ids = mqbi_malloc(a, sizeof(uint32_t) * n_sub_ids);
-			if (!d.sub_ids)
-				return;
-			memcpy(d.sub_ids, sub_ids, sizeof(uint32_t) * n_sub_ids);
-		}
-		d.msg = mqbi_msg_ref(msg);
+		if (!keep(a, &d, msg, sub_ids))
+			return;
 		if (!start_flight(s, &d))
 			drop(s, &d, "out of memory");
 		return;
@@ -528,7 +537,7 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 			return;
 		}
 		uint32_t victim = 0;
-		for (uint32_t i = 0; i < s->queue.count; i++) {
+		for (uint32_t i = 0; s->queue.qos0 && i < s->queue.count; i++) {
 			if (dq_at(&s->queue, i)->qos == 0) {
 				victim = i;
 				break;
@@ -538,13 +547,8 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 		dq_remove(&s->queue, victim, &old);
 		drop(s, &old, "queue full (max_mqueue_len / max_mqueue_bytes)");
 	}
-	if (n_sub_ids > 1) {
-		d.sub_ids = mqbi_malloc(a, sizeof(uint32_t) * n_sub_ids);
-		if (!d.sub_ids)
-			return;
-		memcpy(d.sub_ids, sub_ids, sizeof(uint32_t) * n_sub_ids);
-	}
-	d.msg = mqbi_msg_ref(msg);
+	if (!keep(a, &d, msg, sub_ids))
+		return;
 	if (!dq_push(a, &s->queue, &d))
 		drop(s, &d, "out of memory");
 }
