@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -481,6 +482,12 @@ static int run_broker(mqb_config *cfg, const cli_opts *o)
 	sigaddset(&set, SIGHUP);
 	/* A peer that vanishes mid-write must be an EPIPE, not a dead broker. */
 	signal(SIGPIPE, SIG_IGN);
+	/* One descriptor per connection: allow as many as the hard limit does. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
 		fprintf(stderr, PROG ": cannot block signals\n");
 		return EXIT_FAILURE;
