@@ -5,6 +5,7 @@ MQB_REFERENCE=mosquitto the same tests run against Debian's mosquitto, which
 is how a test's expectations are checked against a reference broker.
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,7 +93,10 @@ class Broker:
         if REFERENCE != "mosquitto" and not self.killed:
             log = self.log()
             if code != 0 or "AddressSanitizer" in log or "runtime error:" in log:
-                raise AssertionError("broker exited with %s:\n%s" % (code, log[-4000:]))
+                # The directory (config, log) stays for a look.
+                raise AssertionError("broker exited with %s (files in %s):\n%s"
+                                     % (code, self.dir, log[-4000:]))
+        shutil.rmtree(self.dir, ignore_errors=True)
         return code
 
     def kill(self):
