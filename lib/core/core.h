@@ -58,8 +58,9 @@ typedef struct mqbi_msg {
 	uint16_t publisher_len;
 	uint32_t props_len; /* v5 properties minus topic alias, sub ids and expiry */
 	uint32_t payload_len;
-	uint64_t expire_at; /* monotonic ms, valid when has_expiry */
-	const char *topic;  /* NUL-terminated; all fields point into data[] */
+	uint64_t expire_at;       /* monotonic ms, valid when has_expiry */
+	uint32_t expiry_interval; /* seconds, as published */
+	const char *topic;        /* NUL-terminated; all fields point into data[] */
 	const uint8_t *props;
 	const uint8_t *payload;
 	const char *publisher; /* client id of the publisher ("" for the host) */
@@ -83,6 +84,15 @@ void mqbi_msg_unref(const mqb_allocator *a, mqbi_msg *m);
 static inline bool mqbi_msg_expired(const mqbi_msg *m, uint64_t now)
 {
 	return m->has_expiry && now >= m->expire_at;
+}
+/* Seconds of life left, rounded up; never more than it was published with
+ * (loops' cached clocks differ by a few milliseconds). */
+static inline uint32_t mqbi_msg_expiry_left(const mqbi_msg *m, uint64_t now)
+{
+	if (now >= m->expire_at)
+		return 0;
+	uint64_t left = (m->expire_at - now + 999) / 1000;
+	return left > m->expiry_interval ? m->expiry_interval : (uint32_t)left;
 }
 
 /* ---- Sessions ---------------------------------------------------------- */
@@ -116,6 +126,13 @@ typedef struct mqbi_dqueue {
 	uint64_t bytes; /* payload bytes queued */
 } mqbi_dqueue;
 
+/* A will waiting for its Will Delay Interval after its connection closed. */
+struct mqbi_pending_will {
+	mqbi_timer timer;
+	mqbi_session *session;
+	mqbi_msg *msg;
+};
+
 /* One of the session's subscriptions (also its route in the trie). */
 typedef struct mqbi_sub {
 	char *text; /* the filter as subscribed, "$share/g/a/#" included */
@@ -127,15 +144,10 @@ typedef struct mqbi_sub {
 } mqbi_sub;
 
 struct mqbi_session {
-	_Atomic uint32_t refs;
-	_Atomic bool online;
-	bool ended; /* removed from the table and the trie; only refs keep it */
+	/* Ordered by size so that the struct has no holes. */
 	mqbi_worker *home;
 	char *client_id;
-	size_t id_len;
 	mqbi_client *client;     /* the connected client, or NULL */
-	uint8_t level;           /* protocol level of the last connection */
-	uint32_t expiry;         /* seconds; UINT32_MAX = never */
 	mqbi_timer expiry_timer; /* armed while offline with a finite expiry */
 	mqbi_strmap subs;        /* text -> mqbi_sub */
 	mqbi_dqueue queue;       /* waiting for an inflight slot or for the client */
@@ -145,17 +157,21 @@ struct mqbi_session {
 	mqbi_delivery *inflight;
 	uint32_t inflight_head, inflight_slots, inflight_cap;
 	uint32_t inflight_count; /* live entries (holes excluded) */
-	uint16_t next_packet_id;
 	/* QoS 2 packet ids received and routed, awaiting PUBREL (exactly once). */
 	uint16_t *awaiting_rel;
 	uint64_t *awaiting_rel_at;
 	uint32_t awaiting_rel_count, awaiting_rel_cap;
-	/* A will waiting for its Will Delay Interval after the connection closed. */
-	mqbi_msg *pending_will;
-	mqbi_timer will_timer;
+	struct mqbi_pending_will *pending_will; /* a delayed will, while one waits */
 	/* An in-process subscription (mqb_subscribe) instead of a client. */
 	mqb_message_fn host_fn;
 	void *host_user;
+	_Atomic uint32_t refs;
+	uint32_t expiry; /* seconds; UINT32_MAX = never */
+	uint32_t id_len;
+	uint16_t next_packet_id;
+	uint8_t level; /* protocol level of the last connection */
+	_Atomic bool online;
+	bool ended;  /* removed from the table and the trie; only refs keep it */
 	bool listed; /* in the worker's session table (false for host sessions) */
 };
 
@@ -176,53 +192,48 @@ enum {
 typedef struct mqbi_listener mqbi_listener;
 
 struct mqbi_client {
+	/* Ordered by size so that the struct has no holes: one per connection. */
 	mqbi_worker *w;
 	mqbi_listener *listener;
 	mqbi_client *prev, *next; /* the worker's client list */
 	mqbi_client *dirty_next;  /* the worker's flush list */
-	bool dirty;
-	bool close_after_flush; /* shutdown: close once the output is written */
-	bool local_loopback;    /* arrived through a loopback interface */
-	uint8_t state;
-	uint8_t level;
-	int fd;
-	char peer[56];
 	mqbi_session *session;
 	char *client_id; /* set from CONNECT (the session's id once attached) */
 	char *username;
-	bool assigned_id;
 	/* Input: a private buffer only while a packet is partly read. */
 	uint8_t *rbuf;
 	size_t rlen, rcap;
 	/* Output: a private buffer only while output is pending. */
 	uint8_t *wbuf;
 	size_t wlen, wcap, woff;
-	/* Keepalive. */
-	uint16_t keepalive;
 	uint64_t last_rx;
-	mqbi_timer timer; /* idle (CONNECT) timeout, then keepalive */
-	/* Peer's MQTT 5 limits. */
-	uint32_t max_packet_out;  /* 0 = protocol maximum */
-	uint16_t receive_max_out; /* in-flight QoS>0 PUBLISH towards the client */
-	uint16_t topic_alias_max_out;
-	bool request_problem_info;
-	/* Topic aliases the client set (index = alias - 1). */
-	char **aliases_in;
-	uint16_t aliases_in_cap;
-	/* Topic aliases we assigned towards the client. */
-	mqbi_strmap aliases_out;
-	uint16_t aliases_out_next;
-	/* The will of this connection. */
-	mqbi_msg *will;
-	uint32_t will_delay;
-	/* Enhanced authentication. */
-	char *auth_method;
-	/* The pending answer of the authenticate hook. */
-	struct mqb_auth_ticket *ticket;
+	mqbi_timer timer;               /* idle (CONNECT) timeout, then keepalive */
+	char **aliases_in;              /* topic aliases the client set (index = alias - 1) */
+	mqbi_strmap *aliases_out;       /* aliases we assigned towards it; made with the first */
+	mqbi_msg *will;                 /* the will of this connection */
+	char *auth_method;              /* enhanced authentication */
+	struct mqb_auth_ticket *ticket; /* the pending answer of the authenticate hook */
 	/* The CONNECT being processed while waiting for AUTH or the hook. */
 	uint8_t *pending_connect;
 	size_t pending_connect_len;
+	int fd;
+	uint32_t max_packet_out; /* the client's Maximum Packet Size; 0 = protocol maximum */
+	uint32_t will_delay;
+	uint16_t keepalive;
+	uint16_t receive_max_out; /* in-flight QoS>0 PUBLISH towards the client */
+	uint16_t topic_alias_max_out;
+	uint16_t aliases_in_cap;
+	uint16_t aliases_out_next;
+	uint8_t state;
+	uint8_t level;
 	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
+	bool dirty;
+	bool close_after_flush; /* shutdown: close once the output is written */
+	bool local_loopback;    /* arrived through a loopback interface */
+	bool assigned_id;
+	bool request_problem_info;
+	bool id_borrowed; /* client_id points to the session's copy */
+	char peer[56];
 };
 
 /* ---- Workers ---------------------------------------------------------- */

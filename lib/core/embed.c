@@ -160,8 +160,7 @@ void mqbi_msg_view(mqbi_worker *w, const mqbi_msg *msg, uint8_t qos, bool retain
 	if (msg->has_expiry) {
 		uint64_t now = mqbi_loop_now(w->loop);
 		out->has_message_expiry = 1;
-		out->message_expiry =
-		        msg->expire_at > now ? (uint32_t)((msg->expire_at - now + 999) / 1000) : 0;
+		out->message_expiry = mqbi_msg_expiry_left(msg, now);
 	}
 	/* Strings are copied (NUL-terminated) into scratch; offsets are turned
 	 * into pointers once the scratch stops moving. */

@@ -44,6 +44,7 @@ mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topi
 	m->retain = retain;
 	m->has_expiry = has_expiry;
 	m->expire_at = has_expiry ? now + (uint64_t)expiry_s * 1000u : 0;
+	m->expiry_interval = has_expiry ? expiry_s : 0;
 	uint8_t *p = m->data;
 	memcpy(p, topic, topic_len);
 	p[topic_len] = '\0';

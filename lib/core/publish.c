@@ -20,7 +20,13 @@ static uint16_t alias_for(mqbi_client *c, const mqbi_msg *m, bool *send_topic)
 	*send_topic = true;
 	if (c->level != MQBI_V5 || c->topic_alias_max_out == 0)
 		return 0;
-	void *v = mqbi_strmap_get(&c->aliases_out, m->topic, m->topic_len);
+	if (!c->aliases_out) {
+		c->aliases_out = mqbi_malloc(&c->w->broker->alloc, sizeof(mqbi_strmap));
+		if (!c->aliases_out)
+			return 0;
+		mqbi_strmap_init(c->aliases_out, &c->w->broker->alloc);
+	}
+	void *v = mqbi_strmap_get(c->aliases_out, m->topic, m->topic_len);
 	if (v) {
 		*send_topic = false;
 		return (uint16_t)(uintptr_t)v;
@@ -31,7 +37,7 @@ static uint16_t alias_for(mqbi_client *c, const mqbi_msg *m, bool *send_topic)
 	if (!key)
 		return 0;
 	uint16_t alias = (uint16_t)(c->aliases_out_next + 1);
-	if (mqbi_strmap_put(&c->aliases_out, key, m->topic_len, (void *)(uintptr_t)alias) !=
+	if (mqbi_strmap_put(c->aliases_out, key, m->topic_len, (void *)(uintptr_t)alias) !=
 	    MQB_OK) {
 		mqbi_free(&c->w->broker->alloc, key);
 		return 0;
@@ -56,8 +62,7 @@ bool mqbi_send_publish(mqbi_client *c, mqbi_delivery *d)
 	if (v5) {
 		if (m->has_expiry) {
 			/* Forward the time left [MQTT-3.3.2-6]. */
-			expiry = m->expire_at > now ? (uint32_t)((m->expire_at - now + 999) / 1000)
-			                            : 0;
+			expiry = mqbi_msg_expiry_left(m, now);
 			props_len += 5;
 		}
 		for (uint32_t i = 0; i < nids; i++)

@@ -155,6 +155,19 @@ void mqbi_session_remove_all_subs(mqbi_session *s)
 	}
 }
 
+/* Stops the delayed will's timer and hands its message to the caller. */
+static mqbi_msg *take_pending_will(mqbi_session *s)
+{
+	struct mqbi_pending_will *pw = s->pending_will;
+	if (!pw)
+		return NULL;
+	mqbi_timer_stop(s->home->loop, &pw->timer);
+	mqbi_msg *will = pw->msg;
+	s->pending_will = NULL;
+	mqbi_free(alloc_of(s), pw);
+	return will;
+}
+
 static void publish_will_now(mqbi_session *s, mqbi_msg *will)
 {
 	mqbi_publish_will(s->home, s->client, will);
@@ -170,7 +183,14 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 		mqbi_log(w->broker, MQB_LOG_INFO, "session", s->client, "session %s ended: %s",
 		         s->client_id, why);
 	if (s->client) {
-		s->client->session = NULL;
+		/* The client outlives the session here (broker destroyed, or the
+		 * host discarded the session): it needs its own copy of the id. */
+		mqbi_client *c = s->client;
+		if (c->id_borrowed) {
+			c->client_id = mqbi_strndup(a, s->client_id, s->id_len);
+			c->id_borrowed = false;
+		}
+		c->session = NULL;
 		s->client = NULL;
 	}
 	atomic_store(&s->online, false);
@@ -179,11 +199,9 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 		mqbi_strmap_remove(&w->sessions, s->client_id, s->id_len);
 	mqbi_session_remove_all_subs(s);
 	mqbi_timer_stop(w->loop, &s->expiry_timer);
-	mqbi_timer_stop(w->loop, &s->will_timer);
 	/* A delayed will goes out when its session ends [MQTT-3.1.3-9]. */
-	if (s->pending_will) {
-		mqbi_msg *will = s->pending_will;
-		s->pending_will = NULL;
+	mqbi_msg *will = take_pending_will(s);
+	if (will) {
 		if (atomic_load(&w->broker->state) == MQBI_BS_STOPPED)
 			mqbi_msg_unref(a, will);
 		else
@@ -216,9 +234,9 @@ static void expiry_timer_fn(mqbi_loop *l, mqbi_timer *t)
 
 static void will_timer_fn(mqbi_loop *l, mqbi_timer *t)
 {
-	mqbi_session *s = container_of(t, mqbi_session, will_timer);
-	mqbi_msg *will = s->pending_will;
-	s->pending_will = NULL;
+	struct mqbi_pending_will *pw = container_of(t, struct mqbi_pending_will, timer);
+	mqbi_session *s = pw->session;
+	mqbi_msg *will = take_pending_will(s);
 	if (will)
 		publish_will_now(s, will);
 }
@@ -226,23 +244,32 @@ static void will_timer_fn(mqbi_loop *l, mqbi_timer *t)
 void mqbi_session_schedule_will(mqbi_session *s, mqbi_msg *will, uint32_t delay_s)
 {
 	mqbi_session_cancel_will(s);
-	s->pending_will = will;
-	mqbi_timer_start(s->home->loop, &s->will_timer, (uint64_t)delay_s * 1000u, will_timer_fn);
+	struct mqbi_pending_will *pw = mqbi_calloc(alloc_of(s), sizeof(*pw));
+	if (!pw) {
+		publish_will_now(s, will); /* cannot wait: better early than lost */
+		return;
+	}
+	pw->session = s;
+	pw->msg = will;
+	s->pending_will = pw;
+	mqbi_timer_start(s->home->loop, &pw->timer, (uint64_t)delay_s * 1000u, will_timer_fn);
 }
 
 void mqbi_session_cancel_will(mqbi_session *s)
 {
-	mqbi_timer_stop(s->home->loop, &s->will_timer);
-	if (s->pending_will) {
-		mqbi_msg_unref(alloc_of(s), s->pending_will);
-		s->pending_will = NULL;
-	}
+	mqbi_msg_unref(alloc_of(s), take_pending_will(s));
 }
 
 void mqbi_session_attach(mqbi_session *s, mqbi_client *c)
 {
 	s->client = c;
 	c->session = s;
+	/* One copy of the id per connection: the client borrows the session's. */
+	if (!c->id_borrowed) {
+		mqbi_free(alloc_of(s), c->client_id);
+		c->client_id = s->client_id;
+		c->id_borrowed = true;
+	}
 	atomic_store(&s->online, true);
 	mqbi_timer_stop(s->home->loop, &s->expiry_timer);
 	mqbi_session_resend(s);

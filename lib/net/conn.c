@@ -168,7 +168,6 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	c->fd = fd;
 	c->state = MQBI_CS_CONNECTING;
 	c->last_rx = mqbi_loop_now(w->loop);
-	mqbi_strmap_init(&c->aliases_out, &b->alloc);
 	format_peer(fd, c->peer, sizeof c->peer, &c->local_loopback);
 	if (mqbi_loop_watch(w->loop, fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
 		mqbi_log(b, MQB_LOG_ERROR, "net", c, "cannot watch the connection");
@@ -503,6 +502,11 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 		           mqbi_reason_name(reason));
 	}
 	if (s) {
+		/* The session may end right here; the closed client needs no id. */
+		if (c->id_borrowed) {
+			c->client_id = NULL;
+			c->id_borrowed = false;
+		}
 		c->session = NULL;
 		mqbi_session_detach(s);
 	}
@@ -551,12 +555,16 @@ void mqbi_client_free(mqbi_client *c)
 	const char *key;
 	size_t klen;
 	void *val;
-	while (mqbi_strmap_next(&c->aliases_out, &pos, &key, &klen, &val))
-		mqbi_free(a, (void *)key);
-	mqbi_strmap_fini(&c->aliases_out);
+	if (c->aliases_out) {
+		while (mqbi_strmap_next(c->aliases_out, &pos, &key, &klen, &val))
+			mqbi_free(a, (void *)key);
+		mqbi_strmap_fini(c->aliases_out);
+		mqbi_free(a, c->aliases_out);
+	}
 	iobuf_put(w, c->rbuf, c->rcap);
 	iobuf_put(w, c->wbuf, c->wcap);
-	mqbi_free(a, c->client_id);
+	if (!c->id_borrowed)
+		mqbi_free(a, c->client_id);
 	mqbi_free(a, c->username);
 	mqbi_free(a, c->auth_method);
 	mqbi_free(a, c->pending_connect);

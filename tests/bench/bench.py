@@ -210,6 +210,10 @@ def scenario_args(sid, cfg, rate=None):
 def passed(r, offered=None):
     if not r.get('ok'):
         return False
+    # sustained: deliveries keep pace with the offered load (a broker falling
+    # behind builds a queue that a short probe may not yet show in the p99)
+    if offered and r.get('rate_out', 0) < 0.97 * offered:
+        return False
     if r.get('lost', 1) or r.get('duplicated', 1):
         return False
     if r['latency_us']['p99'] >= 250000:
@@ -292,7 +296,7 @@ def search_rate(kind, sid, cfg):
     """Stepped search for the highest offered rate with zero loss and p99 < 250 ms,
     within a time budget; probes use a short window."""
     t_end = time.time() + cfg['search_budget']
-    rate = cfg['s1_start'] if sid == 'S1' else cfg['s3_start']
+    rate = start = cfg['s1_start'] if sid == 'S1' else cfg['s3_start']
     step = 2.0
     best = None
     probes = []
@@ -301,8 +305,8 @@ def search_rate(kind, sid, cfg):
     pc['drain'] = '2'
     while time.time() < t_end:
         r = one_run(kind, sid, pc, rate)
-        ok = passed(r)
         offered = rate if sid == 'S1' else rate * 1000
+        ok = passed(r, offered)
         tool_bound = 'rate_in' in r and r['rate_in'] < 0.95 * (rate if sid == 'S1' else rate)
         probes.append({'offered': offered, 'pass': ok, 'rate_out': r.get('rate_out'),
                        'lost': r.get('lost'), 'p99': r.get('latency_us', {}).get('p99'),
@@ -319,7 +323,7 @@ def search_rate(kind, sid, cfg):
                 break
             if best is None:
                 rate = rate / 2
-                if rate < 100:
+                if rate < start / 64:
                     break
             else:
                 if step < 1.1:
@@ -338,7 +342,7 @@ def median_range(vals):
 
 def confirm_rate(kind, sid, cfg, reps, rate, budget_end):
     """Runs the full window at `rate` until `reps` consecutive runs pass; a
-    failing run steps the rate down 15 %. Bounded by attempts and time."""
+    failing run steps the rate down 20 %. Bounded by attempts and time."""
     runs = []
     attempts = 0
     while attempts < reps + 4:
@@ -346,12 +350,12 @@ def confirm_rate(kind, sid, cfg, reps, rate, budget_end):
         r = one_run(kind, sid, cfg, rate)
         log('  ' + fmt_run(kind, sid, r))
         s = summarize(r)
-        s['pass'] = passed(r)
+        s['pass'] = passed(r, s.get('offered'))
         if not s['pass']:
             runs.append(s)
             if time.time() > budget_end:
                 break
-            rate = rate * 0.85
+            rate = rate * 0.8
             continue
         runs.append(s)
         good = [x for x in runs if x.get('pass') and x.get('offered') == s['offered']]
@@ -381,13 +385,20 @@ def run_scenario(kind, sid, cfg, reps):
 def figure(sid, sc):
     runs = sc.get('runs', [])
     good = [r for r in runs if r.get('lat') is not None]
-    if not good:
-        return None
     if sid in ('S1', 'S3'):
         # sustained: only runs that met the criteria (zero loss, p99 < 250 ms) count
         vals = [r['rate_out'] for r in good if r.get('pass')]
         m, lo, hi = median_range(vals)
+        if m is None:
+            # no full-window run passed: fall back to the best passing probe,
+            # flagged as not confirmed
+            pv = [p['rate_out'] for p in sc.get('probes', []) if p.get('pass')]
+            if pv:
+                return {'median': max(pv), 'min': max(pv), 'max': max(pv), 'unit': 'msg/s',
+                        'valid_runs': 0, 'unconfirmed': True}
         return {'median': m, 'min': lo, 'max': hi, 'unit': 'msg/s', 'valid_runs': len(vals)}
+    if not good:
+        return None
     if sid in ('S2', 'S4', 'S7'):
         vals = [r['rate_out'] for r in good if r.get('ok') and not r.get('lost') and not r.get('duplicated')]
         m, lo, hi = median_range(vals)
@@ -415,6 +426,8 @@ def fmt_fig(sid, f):
     if sid == 'S8':
         return 'p99 %.0f us, RSS %.1f MB (%.0f B/conn)' % (f['median'], (f['rss_after'] or 0) / 1048576,
                                                             f['rss_per_conn'] or 0)
+    if f.get('unconfirmed'):
+        return '%.0f* (probe only)' % f['median']
     return '%.0f (%.0f..%.0f)' % (f['median'], f['min'], f['max'])
 
 
@@ -548,7 +561,8 @@ def main():
     # table
     lines = ['# libmqttbroker benchmark (%s%s)' % (report['date'], ', quick' if q else ''), '',
              'Medians over the repetitions (range in parentheses). lost/dup/ooo per run. '
-             'Tool CPU is the highest over the runs (100% = one core).', '']
+             'Tool CPU is the highest over the runs (100% = one core). '
+             '* = sustained rate seen only in a short search probe, no full-window run passed.', '']
     for pname, P in report['passes'].items():
         lines.append('## %s' % pname)
         lines.append('')
