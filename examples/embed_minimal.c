@@ -1,3 +1,4 @@
+// clang-format off: the README shows this program word for word, as written.
 /* The README's embedding example, built and run by the tests (tests/readme_example.py
  * checks that the README still shows exactly this program). */
 #include <mqttbroker.h>

@@ -498,7 +498,7 @@ def main():
         'broker_cli': broker_cli, 'tool': tool, 'mosquitto': a.mosquitto, 'quick': q,
         'window': '3' if q else '10', 'warmup': '0.5' if q else '1', 'drain': '3' if q else '5',
         'drain_qos1': '30',
-        'probe_window': '3', 'search_budget': 15 if q else 30,
+        'probe_window': '2' if q else '3', 'search_budget': 10 if q else 30,
         's1_start': 50000, 's3_start': 100,
         's6_conns': 15000 if not q else 5000, 's6_hold': '20' if not q else '5',
         's8_conns': min(19000, hard - 500) if not q else 5000,

@@ -732,11 +732,13 @@ START_TEST(visit_order_and_types)
 	ck_assert_int_eq(c.n, MQBI_K__COUNT + 3);
 	ck_assert_str_eq(c.lines[0], "node.name|mqb@127.0.0.1|mqb@127.0.0.1|string");
 	ck_assert_str_eq(c.lines[1], "node.loop_threads|0|0|int (0..1024)");
-	ck_assert_str_eq(c.lines[2],
-	                 "log.level|notice|notice|enum (error|warning|notice|info|debug), reloadable");
+	ck_assert_str_eq(
+	        c.lines[2],
+	        "log.level|notice|notice|enum (error|warning|notice|info|debug), reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_MAX_PACKET_SIZE],
 	                 "mqtt.max_packet_size|2MB|1MB|size (16..256MB), reloadable");
-	ck_assert_str_eq(c.lines[MQBI_K_RETAIN_AVAILABLE], "mqtt.retain_available|true|true|bool, reloadable");
+	ck_assert_str_eq(c.lines[MQBI_K_RETAIN_AVAILABLE],
+	                 "mqtt.retain_available|true|true|bool, reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_KEEPALIVE_BACKOFF],
 	                 "mqtt.keepalive_backoff|1.5|1.5|float (1.0..3.0), reloadable");
 	ck_assert_str_eq(c.lines[MQBI_K_IDLE_TIMEOUT],

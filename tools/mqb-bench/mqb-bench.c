@@ -73,7 +73,7 @@ static void *xcalloc(size_t n, size_t sz)
 	return p;
 }
 
-#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define LOAD(x)     __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 /* Single-writer counters that another thread reads: a relaxed store of the
  * incremented value is a plain add on x86. */
@@ -82,7 +82,7 @@ static void *xcalloc(size_t n, size_t sz)
 /* ------------------------------------------------------------- histogram */
 /* Log-linear: values < 128 exact, above that 64 sub-buckets per power of two
  * (relative error < 1.6 %). Values in ns. */
-#define H_SUB 64
+#define H_SUB     64
 #define H_BUCKETS (128 + 58 * H_SUB)
 
 typedef struct hist {
@@ -180,9 +180,23 @@ static struct opts {
 	double setup_timeout;
 	double tick_us; /* < 0: automatic */
 } O = {
-	.host = "127.0.0.1", .port = 1883, .ver = 4, .qos = 0, .size = 64, .count = 1, .subs = -1,
-	.conn_rate = 1000, .duration = 10, .warmup = 1, .drain = 5, .inflight = 64, .threads = 1,
-	.keepalive = 300, .group = "g", .prefix = NULL, .tick_us = -1,
+        .host = "127.0.0.1",
+        .port = 1883,
+        .ver = 4,
+        .qos = 0,
+        .size = 64,
+        .count = 1,
+        .subs = -1,
+        .conn_rate = 1000,
+        .duration = 10,
+        .warmup = 1,
+        .drain = 5,
+        .inflight = 64,
+        .threads = 1,
+        .keepalive = 300,
+        .group = "g",
+        .prefix = NULL,
+        .tick_us = -1,
 };
 
 /* --------------------------------------------------------------- conns */
@@ -229,7 +243,7 @@ typedef struct worker {
 	uint64_t last_pump;
 	/* stats (single writer, relaxed reads by main) */
 	uint64_t sent, sent_win, acked, recv, recv_win, dup, ooo, conn_ok, conn_fail, ready, errors,
-	    closed, unknown_pub, bad_payload;
+	        closed, unknown_pub, bad_payload;
 	hist lat, conn_lat;
 	char errmsg[200];
 } worker;
@@ -321,7 +335,10 @@ static inline uint8_t *putstr(uint8_t *p, const char *s, uint16_t n)
 static void send_connect(worker *w, conn *c)
 {
 	char id[64];
-	int idl = snprintf(id, sizeof id, "%s-%c%u", O.prefix, c->role == R_PUB ? 'p' : c->role == R_SUB ? 's' : 'c',
+	int idl = snprintf(id, sizeof id, "%s-%c%u", O.prefix,
+	                   c->role == R_PUB   ? 'p'
+	                   : c->role == R_SUB ? 's'
+	                                      : 'c',
 	                   c->idx);
 	uint32_t rl = 10 + 2 + idl + (O.ver == 5 ? 1 : 0);
 	out_reserve(c, rl + 5);
@@ -482,8 +499,11 @@ static void conn_fail(worker *w, conn *c, const char *why)
 	else
 		INC(w->closed, 1);
 	if (ph < PH_STOP)
-		werr(w, "connection %c%u: %s", c->role == R_PUB ? 'p' : c->role == R_SUB ? 's' : 'c', c->idx,
-		     why);
+		werr(w, "connection %c%u: %s",
+		     c->role == R_PUB   ? 'p'
+		     : c->role == R_SUB ? 's'
+		                        : 'c',
+		     c->idx, why);
 	if (c->fd >= 0) {
 		epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -616,7 +636,8 @@ static bool handle_input(worker *w, conn *c, uint64_t now)
 		case 2: /* CONNACK */
 			if (rl < 2 || b[1] != 0) {
 				char m[64];
-				snprintf(m, sizeof m, "CONNACK refused (code 0x%02x)", rl >= 2 ? b[1] : 0xff);
+				snprintf(m, sizeof m, "CONNACK refused (code 0x%02x)",
+				         rl >= 2 ? b[1] : 0xff);
 				conn_fail(w, c, m);
 				return false;
 			}
@@ -647,7 +668,8 @@ static bool handle_input(worker *w, conn *c, uint64_t now)
 			}
 			if (off >= rl || b[off] >= 0x80) {
 				char m[64];
-				snprintf(m, sizeof m, "SUBACK refused (code 0x%02x)", off < rl ? b[off] : 0xff);
+				snprintf(m, sizeof m, "SUBACK refused (code 0x%02x)",
+				         off < rl ? b[off] : 0xff);
 				conn_fail(w, c, m);
 				return false;
 			}
@@ -705,7 +727,8 @@ static bool handle_input(worker *w, conn *c, uint64_t now)
 				break;
 			}
 			if (rl >= 3 && b[2] >= 0x80)
-				werr(w, "%s with reason 0x%02x", type == 4 ? "PUBACK" : "PUBCOMP", b[2]);
+				werr(w, "%s with reason 0x%02x", type == 4 ? "PUBACK" : "PUBCOMP",
+				     b[2]);
 			if (c->pid_map && (c->pid_map[pid >> 6] & (1ull << (pid & 63)))) {
 				c->pid_map[pid >> 6] &= ~(1ull << (pid & 63));
 				c->inflight--;
@@ -887,7 +910,8 @@ static void *worker_main(void *arg)
 		now = now_ns();
 		if (wake > now)
 			timeout_ns = (int)(wake - now);
-		struct timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+		struct timespec ts = {.tv_sec = timeout_ns / 1000000000,
+		                      .tv_nsec = timeout_ns % 1000000000};
 		int n = epoll_pwait2(w->ep, evs, 512, &ts, NULL);
 		if (n < 0 && errno != EINTR) {
 			werr(w, "epoll_pwait2: %s", strerror(errno));
@@ -928,7 +952,8 @@ static void usage(void)
 	       "  -q, --qos 0|1|2        QoS of publishes and subscriptions (0)\n"
 	       "  -s, --size BYTES       payload size, >= 16 (64)\n"
 	       "  -c, --count N          connections (conn/pub/sub) or publishers (scenario) (1)\n"
-	       "  -n, --subs N           subscribers in a scenario (fan-in 1, fan-out 1, p2p = -c,\n"
+	       "  -n, --subs N           subscribers in a scenario (fan-in 1, fan-out 1, p2p = "
+	       "-c,\n"
 	       "                         shared 10, spread 100)\n"
 	       "  -r, --rate R           msg/s per publisher, open loop; 0 = closed loop (0)\n"
 	       "      --total-rate R     msg/s over all publishers, open loop\n"
@@ -948,7 +973,8 @@ static void usage(void)
 	       "      --json             print the results as one JSON object on stdout\n"
 	       "      --quiet            no progress lines on stderr\n"
 	       "      --id-prefix P      client id prefix (mqb-PID)\n"
-	       "      --tick US          open-loop pacing granularity; default exact up to 50k msg/s\n"
+	       "      --tick US          open-loop pacing granularity; default exact up to 50k "
+	       "msg/s\n"
 	       "                         per thread, else min(2000, 8 intervals) us\n");
 }
 
@@ -969,8 +995,8 @@ static void parse_cpus(const char *s)
 }
 
 typedef struct totals {
-	uint64_t sent, sent_win, acked, recv, recv_win, dup, ooo, conn_ok, conn_fail, ready, errors, closed,
-	    unknown_pub, bad_payload;
+	uint64_t sent, sent_win, acked, recv, recv_win, dup, ooo, conn_ok, conn_fail, ready, errors,
+	        closed, unknown_pub, bad_payload;
 } totals;
 
 static void sum_totals(totals *t)
@@ -1005,7 +1031,8 @@ static double cpu_s(void)
 
 static void sleep_until(uint64_t t)
 {
-	struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull), .tv_nsec = (long)(t % 1000000000ull)};
+	struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
+	                      .tv_nsec = (long)(t % 1000000000ull)};
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		if (g_stop_signal)
 			return;
@@ -1049,18 +1076,35 @@ static void json_str(const char *s)
 
 int main(int argc, char **argv)
 {
-	static struct option lo[] = {
-		{"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},          {"version", 1, 0, 'V'},
-		{"qos", 1, 0, 'q'},         {"size", 1, 0, 's'},          {"count", 1, 0, 'c'},
-		{"subs", 1, 0, 'n'},        {"rate", 1, 0, 'r'},          {"total-rate", 1, 0, 1001},
-		{"conn-rate", 1, 0, 'R'},   {"topic", 1, 0, 't'},         {"filter", 1, 0, 'T'},
-		{"group", 1, 0, 1002},      {"duration", 1, 0, 'd'},      {"warmup", 1, 0, 1003},
-		{"drain", 1, 0, 1004},      {"inflight", 1, 0, 1005},     {"threads", 1, 0, 1006},
-		{"cpu", 1, 0, 1007},        {"json", 0, 0, 1008},         {"quiet", 0, 0, 1009},
-		{"keepalive", 1, 0, 'k'},   {"ready-file", 1, 0, 1010},   {"scenario", 1, 0, 1011},
-		{"id-prefix", 1, 0, 1012},  {"setup-timeout", 1, 0, 1013}, {"help", 0, 0, 'h'},
-		{"tick", 1, 0, 1014},
-		{0, 0, 0, 0}};
+	static struct option lo[] = {{"host", 1, 0, 'H'},
+	                             {"port", 1, 0, 'p'},
+	                             {"version", 1, 0, 'V'},
+	                             {"qos", 1, 0, 'q'},
+	                             {"size", 1, 0, 's'},
+	                             {"count", 1, 0, 'c'},
+	                             {"subs", 1, 0, 'n'},
+	                             {"rate", 1, 0, 'r'},
+	                             {"total-rate", 1, 0, 1001},
+	                             {"conn-rate", 1, 0, 'R'},
+	                             {"topic", 1, 0, 't'},
+	                             {"filter", 1, 0, 'T'},
+	                             {"group", 1, 0, 1002},
+	                             {"duration", 1, 0, 'd'},
+	                             {"warmup", 1, 0, 1003},
+	                             {"drain", 1, 0, 1004},
+	                             {"inflight", 1, 0, 1005},
+	                             {"threads", 1, 0, 1006},
+	                             {"cpu", 1, 0, 1007},
+	                             {"json", 0, 0, 1008},
+	                             {"quiet", 0, 0, 1009},
+	                             {"keepalive", 1, 0, 'k'},
+	                             {"ready-file", 1, 0, 1010},
+	                             {"scenario", 1, 0, 1011},
+	                             {"id-prefix", 1, 0, 1012},
+	                             {"setup-timeout", 1, 0, 1013},
+	                             {"help", 0, 0, 'h'},
+	                             {"tick", 1, 0, 1014},
+	                             {0, 0, 0, 0}};
 	O.mode = -1;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "H:p:V:q:s:c:n:r:R:t:T:d:k:h", lo, NULL)) != -1) {
@@ -1068,41 +1112,96 @@ int main(int argc, char **argv)
 		case 'H':
 			snprintf(O.host, sizeof O.host, "%s", optarg);
 			break;
-		case 'p': O.port = atoi(optarg); break;
-		case 'V': O.ver = atoi(optarg); break;
-		case 'q': O.qos = atoi(optarg); break;
-		case 's': O.size = atoi(optarg); break;
-		case 'c': O.count = atoi(optarg); break;
-		case 'n': O.subs = atoi(optarg); break;
-		case 'r': O.rate = atof(optarg); break;
-		case 1001: O.total_rate = atof(optarg); break;
-		case 'R': O.conn_rate = atof(optarg); break;
-		case 't': O.topic = optarg; break;
-		case 'T': O.filter = optarg; break;
-		case 1002: O.group = optarg; break;
-		case 'd': O.duration = atof(optarg); break;
-		case 1003: O.warmup = atof(optarg); break;
-		case 1004: O.drain = atof(optarg); break;
-		case 1005: O.inflight = atoi(optarg); break;
-		case 1006: O.threads = atoi(optarg); break;
-		case 1007: parse_cpus(optarg); break;
-		case 1008: O.json = true; break;
-		case 1009: O.quiet = true; break;
-		case 'k': O.keepalive = atoi(optarg); break;
-		case 1010: O.ready_file = optarg; break;
+		case 'p':
+			O.port = atoi(optarg);
+			break;
+		case 'V':
+			O.ver = atoi(optarg);
+			break;
+		case 'q':
+			O.qos = atoi(optarg);
+			break;
+		case 's':
+			O.size = atoi(optarg);
+			break;
+		case 'c':
+			O.count = atoi(optarg);
+			break;
+		case 'n':
+			O.subs = atoi(optarg);
+			break;
+		case 'r':
+			O.rate = atof(optarg);
+			break;
+		case 1001:
+			O.total_rate = atof(optarg);
+			break;
+		case 'R':
+			O.conn_rate = atof(optarg);
+			break;
+		case 't':
+			O.topic = optarg;
+			break;
+		case 'T':
+			O.filter = optarg;
+			break;
+		case 1002:
+			O.group = optarg;
+			break;
+		case 'd':
+			O.duration = atof(optarg);
+			break;
+		case 1003:
+			O.warmup = atof(optarg);
+			break;
+		case 1004:
+			O.drain = atof(optarg);
+			break;
+		case 1005:
+			O.inflight = atoi(optarg);
+			break;
+		case 1006:
+			O.threads = atoi(optarg);
+			break;
+		case 1007:
+			parse_cpus(optarg);
+			break;
+		case 1008:
+			O.json = true;
+			break;
+		case 1009:
+			O.quiet = true;
+			break;
+		case 'k':
+			O.keepalive = atoi(optarg);
+			break;
+		case 1010:
+			O.ready_file = optarg;
+			break;
 		case 1011:
 			O.mode = M_SCEN;
 			for (int i = 1; i <= SC_SPREAD; i++)
 				if (!strcmp(optarg, sc_names[i]))
 					O.scen = i;
 			if (!O.scen)
-				die("unknown scenario '%s' (fan-in, fan-out, p2p, shared, spread)", optarg);
+				die("unknown scenario '%s' (fan-in, fan-out, p2p, shared, spread)",
+				    optarg);
 			break;
-		case 1012: O.prefix = optarg; break;
-		case 1013: O.setup_timeout = atof(optarg); break;
-		case 1014: O.tick_us = atof(optarg); break;
-		case 'h': usage(); return 0;
-		default: usage(); return 2;
+		case 1012:
+			O.prefix = optarg;
+			break;
+		case 1013:
+			O.setup_timeout = atof(optarg);
+			break;
+		case 1014:
+			O.tick_us = atof(optarg);
+			break;
+		case 'h':
+			usage();
+			return 0;
+		default:
+			usage();
+			return 2;
 		}
 	}
 	for (int i = optind; i < argc; i++) {
@@ -1125,9 +1224,11 @@ int main(int argc, char **argv)
 	memset(&O.addr, 0, sizeof O.addr);
 	O.addr.sin_family = AF_INET;
 	if (inet_pton(AF_INET, O.host, &O.addr.sin_addr) != 1)
-		die("host '%s' is not a numeric IPv4 address (only 127.0.0.0/8 is allowed)", O.host);
+		die("host '%s' is not a numeric IPv4 address (only 127.0.0.0/8 is allowed)",
+		    O.host);
 	if ((ntohl(O.addr.sin_addr.s_addr) >> 24) != 127)
-		die("refusing target %s: only loopback addresses (127.0.0.0/8) are allowed", O.host);
+		die("refusing target %s: only loopback addresses (127.0.0.0/8) are allowed",
+		    O.host);
 	if (O.port <= 0 || O.port > 65535)
 		die("bad port %d", O.port);
 	O.addr.sin_port = htons((uint16_t)O.port);
@@ -1152,36 +1253,50 @@ int main(int argc, char **argv)
 	/* roles */
 	int npub = 0, nsub = 0, nidle = 0;
 	switch (O.mode) {
-	case M_CONN: nidle = O.count; break;
-	case M_PUB: npub = O.count; break;
-	case M_SUB: nsub = O.count; break;
+	case M_CONN:
+		nidle = O.count;
+		break;
+	case M_PUB:
+		npub = O.count;
+		break;
+	case M_SUB:
+		nsub = O.count;
+		break;
 	case M_SCEN:
 		npub = O.count;
 		switch (O.scen) {
 		case SC_FANIN:
 			nsub = O.subs < 0 ? 1 : O.subs;
-			if (!O.topic) O.topic = "bench/%i";
-			if (!O.filter) O.filter = "bench/#";
+			if (!O.topic)
+				O.topic = "bench/%i";
+			if (!O.filter)
+				O.filter = "bench/#";
 			g_fanout = nsub;
 			break;
 		case SC_FANOUT:
 			nsub = O.subs < 0 ? 1 : O.subs;
-			if (!O.topic) O.topic = "bench/t";
-			if (!O.filter) O.filter = "bench/t";
+			if (!O.topic)
+				O.topic = "bench/t";
+			if (!O.filter)
+				O.filter = "bench/t";
 			g_fanout = nsub;
 			break;
 		case SC_P2P:
 			nsub = O.subs < 0 ? npub : O.subs;
 			if (nsub != npub)
 				die("p2p needs as many subscribers as publishers");
-			if (!O.topic) O.topic = "bench/%i";
-			if (!O.filter) O.filter = "bench/%i";
+			if (!O.topic)
+				O.topic = "bench/%i";
+			if (!O.filter)
+				O.filter = "bench/%i";
 			g_fanout = 1;
 			break;
 		case SC_SHARED:
 			nsub = O.subs < 0 ? 10 : O.subs;
-			if (!O.topic) O.topic = "bench/%i";
-			if (!O.filter) O.filter = "bench/#";
+			if (!O.topic)
+				O.topic = "bench/%i";
+			if (!O.filter)
+				O.filter = "bench/#";
 			g_fanout = nsub > 0 ? 1 : 0;
 			break;
 		case SC_SPREAD:
@@ -1195,8 +1310,10 @@ int main(int argc, char **argv)
 		}
 		break;
 	}
-	if (!O.topic) O.topic = "bench/%i";
-	if (!O.filter) O.filter = "bench/#";
+	if (!O.topic)
+		O.topic = "bench/%i";
+	if (!O.filter)
+		O.filter = "bench/#";
 	if (O.total_rate > 0) {
 		if (npub == 0)
 			die("--total-rate needs publishers");
@@ -1234,8 +1351,9 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 		getrlimit(RLIMIT_NOFILE, &rl);
 		if (rl.rlim_cur < (rlim_t)g_nconns + 16)
-			die("%d connections need more file descriptors than the limit %llu (ulimit -n)", g_nconns,
-			    (unsigned long long)rl.rlim_cur);
+			die("%d connections need more file descriptors than the limit %llu (ulimit "
+			    "-n)",
+			    g_nconns, (unsigned long long)rl.rlim_cur);
 	}
 
 	signal(SIGPIPE, SIG_IGN);
@@ -1274,7 +1392,8 @@ int main(int argc, char **argv)
 		conn *c = &all[k];
 		c->role = R_SUB;
 		c->idx = (uint32_t)i;
-		c->last_seq = xcalloc(O.mode == M_SCEN ? (size_t)(npub ? npub : 1) : 65536, sizeof(uint32_t));
+		c->last_seq = xcalloc(O.mode == M_SCEN ? (size_t)(npub ? npub : 1) : 65536,
+		                      sizeof(uint32_t));
 	}
 	for (int i = 0; i < nidle; i++, k++) {
 		all[k].role = R_IDLE;
@@ -1320,16 +1439,19 @@ int main(int argc, char **argv)
 			break;
 		if (t.conn_fail || t.closed || g_stop_signal || now > setup_deadline) {
 			first_error(err, sizeof err);
-			fprintf(stderr, "mqb-bench: setup failed: %" PRIu64 "/%d connections ready, %" PRIu64
-			                " failed%s%s\n",
-			        t.ready, g_nconns, t.conn_fail, err[0] ? ": " : (now > setup_deadline ? ": timeout" : ""),
-			        err);
+			fprintf(stderr,
+			        "mqb-bench: setup failed: %" PRIu64
+			        "/%d connections ready, %" PRIu64 " failed%s%s\n",
+			        t.ready, g_nconns, t.conn_fail,
+			        err[0] ? ": " : (now > setup_deadline ? ": timeout" : ""), err);
 			rc = 1;
 			break;
 		}
 		if (now >= next_prog) {
 			if (!O.quiet)
-				fprintf(stderr, "[%5.1fs] setup   conns %" PRIu64 "/%d ready, %" PRIu64 " connected\n",
+				fprintf(stderr,
+				        "[%5.1fs] setup   conns %" PRIu64 "/%d ready, %" PRIu64
+				        " connected\n",
 				        (now - t_begin) / 1e9, t.ready, g_nconns, t.conn_ok);
 			next_prog += 1000000000ull;
 		}
@@ -1356,7 +1478,8 @@ int main(int argc, char **argv)
 		if (O.rate > 0)
 			for (int i = 0; i < npub; i++) {
 				conn *c = &all[nsub + nidle + i];
-				c->next_sched = start + c->interval * (uint64_t)i / (uint64_t)(npub ? npub : 1);
+				c->next_sched = start + c->interval * (uint64_t)i /
+				                                (uint64_t)(npub ? npub : 1);
 			}
 		g_t_start = start;
 		g_t_win = O.mode == M_CONN ? start : start + (uint64_t)(O.warmup * 1e9);
@@ -1388,11 +1511,16 @@ int main(int argc, char **argv)
 				double dt = (now - last_t) / 1e9;
 				if (!O.quiet)
 					fprintf(stderr,
-					        "[%5.1fs] %-7s sent %" PRIu64 " (%.0f/s) recv %" PRIu64 " (%.0f/s) conns %" PRIu64
+					        "[%5.1fs] %-7s sent %" PRIu64
+					        " (%.0f/s) recv %" PRIu64 " (%.0f/s) conns %" PRIu64
 					        " errors %" PRIu64 " cpu %.0f%%\n",
-					        (now - t_begin) / 1e9, phase_name(PH_RUN, now), t.sent, (t.sent - last_sent) / dt,
-					        t.recv, (t.recv - last_recv) / dt, t.ready - t.closed, t.errors,
-					        in_win ? 100.0 * (cpu_s() - cpu0) / ((now - tw0) / 1e9) : 0.0);
+					        (now - t_begin) / 1e9, phase_name(PH_RUN, now),
+					        t.sent, (t.sent - last_sent) / dt, t.recv,
+					        (t.recv - last_recv) / dt, t.ready - t.closed,
+					        t.errors,
+					        in_win ? 100.0 * (cpu_s() - cpu0) /
+					                         ((now - tw0) / 1e9)
+					               : 0.0);
 				last_sent = t.sent;
 				last_recv = t.recv;
 				last_t = now;
@@ -1470,49 +1598,62 @@ int main(int argc, char **argv)
 	double rate_in = t.sent_win / win_s, rate_out = t.recv_win / win_s;
 
 	if (O.json) {
-		printf("{\"tool\":\"mqb-bench\",\"version\":\"" VERSION "\",\"mode\":\"%s\",\"scenario\":\"%s\","
-		       "\"mqtt\":%d,\"qos\":%d,\"size\":%d,\"publishers\":%d,\"subscribers\":%d,\"idle\":%d,"
-		       "\"threads\":%d,\"tick_us\":%.1f,\"rate_per_pub\":%.3f,\"inflight\":%d,\"duration_s\":%.3f,\"warmup_s\":%.3f,"
+		printf("{\"tool\":\"mqb-bench\",\"version\":\"" VERSION
+		       "\",\"mode\":\"%s\",\"scenario\":\"%s\","
+		       "\"mqtt\":%d,\"qos\":%d,\"size\":%d,\"publishers\":%d,\"subscribers\":%d,"
+		       "\"idle\":%d,"
+		       "\"threads\":%d,\"tick_us\":%.1f,\"rate_per_pub\":%.3f,\"inflight\":%d,"
+		       "\"duration_s\":%.3f,\"warmup_s\":%.3f,"
 		       "\"window_s\":%.3f,\"setup_s\":%.3f,\"drain_s\":%.3f,\"drain_stalled\":%s,",
-		       mode_names[O.mode], sc_names[O.scen], O.ver == 4 ? 311 : 5, O.qos, O.size, npub, nsub, nidle,
-		       O.threads, g_tick / 1e3, O.rate, O.inflight, O.duration, O.warmup, win_s, setup_s, drain_ns / 1e9,
-		       drain_stalled ? "true" : "false");
-		printf("\"connections\":{\"total\":%d,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"closed\":%" PRIu64
+		       mode_names[O.mode], sc_names[O.scen], O.ver == 4 ? 311 : 5, O.qos, O.size,
+		       npub, nsub, nidle, O.threads, g_tick / 1e3, O.rate, O.inflight, O.duration,
+		       O.warmup, win_s, setup_s, drain_ns / 1e9, drain_stalled ? "true" : "false");
+		printf("\"connections\":{\"total\":%d,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
+		       ",\"closed\":%" PRIu64
 		       ",\"connack_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}},",
-		       g_nconns, t.conn_ok, t.conn_fail, t.closed, h_pct(&clat, 50) / 1e3, h_pct(&clat, 99) / 1e3,
-		       clat.max / 1e3);
-		printf("\"sent\":%" PRIu64 ",\"sent_window\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"unacked\":%" PRIu64
-		       ",\"fanout\":%d,\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"received_window\":%" PRIu64
-		       ",\"lost\":%" PRIu64 ",\"duplicated\":%" PRIu64 ",\"extra\":%" PRIu64 ",\"out_of_order\":%" PRIu64
+		       g_nconns, t.conn_ok, t.conn_fail, t.closed, h_pct(&clat, 50) / 1e3,
+		       h_pct(&clat, 99) / 1e3, clat.max / 1e3);
+		printf("\"sent\":%" PRIu64 ",\"sent_window\":%" PRIu64 ",\"acked\":%" PRIu64
+		       ",\"unacked\":%" PRIu64 ",\"fanout\":%d,\"expected\":%" PRIu64
+		       ",\"received\":%" PRIu64 ",\"received_window\":%" PRIu64 ",\"lost\":%" PRIu64
+		       ",\"duplicated\":%" PRIu64 ",\"extra\":%" PRIu64 ",\"out_of_order\":%" PRIu64
 		       ",\"unknown\":%" PRIu64 ",",
-		       t.sent, t.sent_win, t.acked, unacked, g_fanout, expected, t.recv, t.recv_win, lost, t.dup, extra,
-		       t.ooo, t.unknown_pub + t.bad_payload);
+		       t.sent, t.sent_win, t.acked, unacked, g_fanout, expected, t.recv, t.recv_win,
+		       lost, t.dup, extra, t.ooo, t.unknown_pub + t.bad_payload);
 		printf("\"rate_in\":%.1f,\"rate_out\":%.1f,", rate_in, rate_out);
-		printf("\"latency_us\":{\"count\":%" PRIu64 ",\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,"
+		printf("\"latency_us\":{\"count\":%" PRIu64
+		       ",\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,"
 		       "\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f},",
-		       lat.count, lat.min / 1e3, lat.count ? lat.sum / lat.count / 1e3 : 0.0, h_pct(&lat, 50) / 1e3,
-		       h_pct(&lat, 90) / 1e3, h_pct(&lat, 99) / 1e3, h_pct(&lat, 99.9) / 1e3, lat.max / 1e3);
-		printf("\"tool_cpu\":{\"seconds\":%.3f,\"pct\":%.1f,\"saturated\":%s},", cpu1 - cpu0, cpu_pct,
-		       cpu_pct > 90.0 * O.threads ? "true" : "false");
+		       lat.count, lat.min / 1e3, lat.count ? lat.sum / lat.count / 1e3 : 0.0,
+		       h_pct(&lat, 50) / 1e3, h_pct(&lat, 90) / 1e3, h_pct(&lat, 99) / 1e3,
+		       h_pct(&lat, 99.9) / 1e3, lat.max / 1e3);
+		printf("\"tool_cpu\":{\"seconds\":%.3f,\"pct\":%.1f,\"saturated\":%s},",
+		       cpu1 - cpu0, cpu_pct, cpu_pct > 90.0 * O.threads ? "true" : "false");
 		printf("\"errors\":%" PRIu64 ",\"error\":", t.errors);
 		json_str(err);
 		printf(",\"ok\":%s}\n", rc == 0 ? "true" : "false");
 	} else {
-		printf("mqb-bench %s%s%s: %d pubs, %d subs, %d idle, QoS %d, %d B, MQTT %s, %d thread(s)\n",
-		       mode_names[O.mode], O.scen ? " " : "", O.scen ? sc_names[O.scen] : "", npub, nsub, nidle, O.qos,
-		       O.size, O.ver == 4 ? "3.1.1" : "5", O.threads);
+		printf("mqb-bench %s%s%s: %d pubs, %d subs, %d idle, QoS %d, %d B, MQTT %s, %d "
+		       "thread(s)\n",
+		       mode_names[O.mode], O.scen ? " " : "", O.scen ? sc_names[O.scen] : "", npub,
+		       nsub, nidle, O.qos, O.size, O.ver == 4 ? "3.1.1" : "5", O.threads);
 		printf("  connections: %" PRIu64 " ok, %" PRIu64 " failed, %" PRIu64
 		       " closed; setup %.2f s; CONNACK p50 %.0f us p99 %.0f us\n",
-		       t.conn_ok, t.conn_fail, t.closed, setup_s, h_pct(&clat, 50) / 1e3, h_pct(&clat, 99) / 1e3);
+		       t.conn_ok, t.conn_fail, t.closed, setup_s, h_pct(&clat, 50) / 1e3,
+		       h_pct(&clat, 99) / 1e3);
 		if (npub || nsub) {
-			printf("  window %.2f s: in %.0f msg/s, out %.0f msg/s\n", win_s, rate_in, rate_out);
-			printf("  sent %" PRIu64 " (acked %" PRIu64 "), received %" PRIu64 ", expected %" PRIu64
-			       ", lost %" PRIu64 ", dup %" PRIu64 ", out-of-order %" PRIu64 ", extra %" PRIu64 "\n",
+			printf("  window %.2f s: in %.0f msg/s, out %.0f msg/s\n", win_s, rate_in,
+			       rate_out);
+			printf("  sent %" PRIu64 " (acked %" PRIu64 "), received %" PRIu64
+			       ", expected %" PRIu64 ", lost %" PRIu64 ", dup %" PRIu64
+			       ", out-of-order %" PRIu64 ", extra %" PRIu64 "\n",
 			       t.sent, t.acked, t.recv, expected, lost, t.dup, t.ooo, extra);
-			printf("  latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%" PRIu64 " samples)\n",
-			       h_pct(&lat, 50) / 1e3, h_pct(&lat, 99) / 1e3, h_pct(&lat, 99.9) / 1e3, lat.max / 1e3,
-			       lat.count);
-			printf("  drain %.2f s%s\n", drain_ns / 1e9, drain_stalled ? " (stalled: nothing arrived for 3 s)" : "");
+			printf("  latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%" PRIu64
+			       " samples)\n",
+			       h_pct(&lat, 50) / 1e3, h_pct(&lat, 99) / 1e3,
+			       h_pct(&lat, 99.9) / 1e3, lat.max / 1e3, lat.count);
+			printf("  drain %.2f s%s\n", drain_ns / 1e9,
+			       drain_stalled ? " (stalled: nothing arrived for 3 s)" : "");
 		}
 		printf("  tool cpu: %.1f%% over the window (%d thread(s))%s\n", cpu_pct, O.threads,
 		       cpu_pct > 90.0 * O.threads ? "  SATURATED: results may be tool-bound" : "");
