@@ -1,6 +1,7 @@
-// clang-format off: the README shows this program word for word, as written.
-/* The README's embedding example, built and run by the tests (tests/readme_example.py
- * checks that the README still shows exactly this program). */
+// clang-format off
+/* The README's embedding example, built and run by the tests
+ * (tests/readme_example.py checks that the README shows exactly this
+ * program, so it is kept as written rather than reformatted). */
 #include <mqttbroker.h>
 
 int main(void)
