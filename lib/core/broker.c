@@ -184,7 +184,6 @@ MQB_API mqb_err mqb_broker_create(mqb_broker **out, const mqb_config *cfg)
 	pthread_mutex_init(&b->state_lock, NULL);
 	pthread_mutex_init(&b->host_subs_lock, NULL);
 	b->step_fd = -1;
-	pthread_cond_init(&b->state_cond, NULL);
 
 	int64_t threads = mqbi_cfg_int(b->cfg, MQBI_K_LOOP_THREADS);
 	b->nworkers = threads > 0 ? (unsigned)threads : default_threads();
@@ -293,9 +292,6 @@ static mqb_err start_common(mqb_broker *b)
 	if (!atomic_compare_exchange_strong(&b->state, &expected, MQBI_BS_RUNNING))
 		return MQB_ERR_STATE;
 	b->started_at = mqbi_clock_ms();
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	b->started_wall = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 	for (unsigned i = 0; i < b->nworkers; i++) {
 		b->workers[i].stop1.run = shutdown_phase1;
 		b->workers[i].stop2.run = shutdown_phase2;
@@ -385,7 +381,6 @@ MQB_API mqb_err mqb_broker_start(mqb_broker *b)
 	mqb_err err = start_common(b);
 	if (err)
 		return err;
-	atomic_store(&b->running_workers, b->nworkers);
 	for (unsigned i = 0; i < b->nworkers; i++) {
 		mqbi_worker *w = &b->workers[i];
 		if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -492,6 +487,5 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 	pthread_mutex_destroy(&b->host_subs_lock);
 	if (b->step_fd >= 0)
 		close(b->step_fd);
-	pthread_cond_destroy(&b->state_cond);
 	mqbi_free(&a, b);
 }

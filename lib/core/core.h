@@ -386,11 +386,8 @@ struct mqb_broker {
 	unsigned nlisteners, listeners_cap;
 	_Atomic int state;
 	_Atomic unsigned stop_pending; /* workers yet to finish shutdown phase 1 */
-	_Atomic unsigned running_workers;
 	pthread_mutex_t state_lock;
-	pthread_cond_t state_cond;
-	uint64_t started_at;   /* monotonic ms */
-	uint64_t started_wall; /* unix ms */
+	uint64_t started_at; /* monotonic ms */
 	_Atomic uint64_t next_uid;
 	mqb_hooks hooks;
 	bool stepped;                  /* started with mqb_broker_start_stepped() */
@@ -399,7 +396,6 @@ struct mqb_broker {
 	_Atomic unsigned next_host_worker;
 	pthread_mutex_t host_subs_lock;
 	struct mqb_subscription *host_subs; /* live in-process subscriptions */
-	_Atomic size_t retained_count_hint;
 };
 
 static inline const mqbi_limits *mqbi_lim(const mqb_broker *b)

@@ -578,7 +578,7 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 	mqbi_msg *msg =
 	        mqbi_msg_create(&b->alloc, topic, tlen, v5 ? p->props.raw : NULL,
 	                        v5 ? p->props.raw_len : 0, p->payload.ptr, p->payload.len, p->qos,
-	                        p->retain, c->client_id, strlen(c->client_id), c->username, has_exp,
+	                        p->retain, c->client_id, s->id_len, c->username, has_exp,
 	                        has_exp ? p->props.message_expiry : 0, mqbi_loop_now(w->loop));
 	if (!msg) {
 		if (p->qos == 2)
