@@ -483,6 +483,8 @@ typedef struct mqb_metrics {
 	uint64_t messages_dropped;
 	uint64_t messages_expired;
 	uint64_t malformed_packets;
+	uint64_t publishers_held; /* times a QoS 1/2 publisher was held back by a slow
+	                             subscriber (flow control: mqtt.backpressure_queue_len) */
 } mqb_metrics;
 /** Fills *out. Thread-safe, also from hooks. */
 MQB_API void mqb_broker_metrics(mqb_broker *b, mqb_metrics *out);

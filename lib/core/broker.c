@@ -55,6 +55,8 @@ mqb_err mqbi_limits_reload(mqb_broker *b, const mqb_config *c)
 	l->await_rel_timeout = (uint64_t)mqbi_cfg_int(c, MQBI_K_AWAIT_REL_TIMEOUT);
 	l->max_mqueue_len = (uint32_t)mqbi_cfg_int(c, MQBI_K_MAX_MQUEUE_LEN);
 	l->max_mqueue_bytes = (uint64_t)mqbi_cfg_int(c, MQBI_K_MAX_MQUEUE_BYTES);
+	l->backpressure_queue_len = (uint32_t)mqbi_cfg_int(c, MQBI_K_BACKPRESSURE_QUEUE_LEN);
+	l->backpressure_max_hold = (uint64_t)mqbi_cfg_int(c, MQBI_K_BACKPRESSURE_MAX_HOLD);
 	l->mqueue_store_qos0 = mqbi_cfg_int(c, MQBI_K_MQUEUE_STORE_QOS0) != 0;
 	l->session_expiry_v3 = (uint32_t)(mqbi_cfg_int(c, MQBI_K_SESSION_EXPIRY) / 1000);
 	l->max_session_expiry = (uint32_t)(mqbi_cfg_int(c, MQBI_K_MAX_SESSION_EXPIRY) / 1000);
@@ -81,6 +83,7 @@ mqb_err mqbi_limits_reload(mqb_broker *b, const mqb_config *c)
 static void before_sleep(mqbi_loop *l, void *user)
 {
 	mqbi_worker *w = user;
+	mqbi_bp_check(w); /* first: released publishers may route and write */
 	mqbi_worker_flush_outbox(w);
 	mqbi_worker_flush(w);
 	if (w->draining && !w->clients) {
@@ -464,6 +467,9 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 	if (b->workers)
 		mqbi_host_subs_release(b);
 	if (b->workers) {
+		/* Held publishers reference sessions of any worker: first. */
+		for (unsigned i = 0; i < b->nworkers; i++)
+			mqbi_bp_fini(&b->workers[i]);
 		for (unsigned i = 0; i < b->nworkers; i++)
 			worker_fini(b, &b->workers[i]);
 		mqbi_free(&a, b->workers);

@@ -245,7 +245,7 @@ static void ticket_run(mqbi_loop *l, mqbi_inbox_item *it)
 		return;
 	}
 	mqb_verdict v = t->verdict;
-	c->ticket = NULL;
+	c->pending->ticket = NULL; /* a ticket is only handed out with a kept CONNECT */
 	mqbi_free(a, t);
 	mqbi_packet pkt;
 	size_t used;
@@ -253,8 +253,7 @@ static void ticket_run(mqbi_loop *l, mqbi_inbox_item *it)
 	mqbi_dec_ctx ctx = {.from_client = true,
 	                    .max_packet_size = mqbi_lim(c->w->broker)->max_packet_size};
 	c->state = MQBI_CS_CONNECTING;
-	if (mqbi_decode(c->pending_connect, c->pending_connect_len, &ctx, &pkt, &used, &reason) !=
-	    MQBI_DEC_OK)
+	if (mqbi_decode(c->pending->raw, c->pending->len, &ctx, &pkt, &used, &reason) != MQBI_DEC_OK)
 		return mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
 	apply_auth_verdict(c, &pkt.u.connect, v);
 	/* Packets the client sent after its CONNECT waited until now. */
@@ -266,7 +265,7 @@ static void ticket_drop(mqbi_inbox_item *it)
 {
 	mqb_auth_ticket *t = (mqb_auth_ticket *)it;
 	if (t->client)
-		t->client->ticket = NULL;
+		t->client->pending->ticket = NULL;
 	mqbi_free(&t->broker->alloc, t);
 }
 
@@ -285,14 +284,28 @@ MQB_API mqb_err mqb_auth_complete(mqb_auth_ticket *t, mqb_verdict verdict)
 
 void mqbi_client_forget_ticket(mqbi_client *c)
 {
-	mqb_auth_ticket *t = c->ticket;
+	mqb_auth_ticket *t = c->pending ? c->pending->ticket : NULL;
 	if (!t)
 		return;
-	c->ticket = NULL;
+	c->pending->ticket = NULL;
 	t->client = NULL;
 	/* From here the host's mqb_auth_complete() frees it, or ticket_run does
 	 * if the completion is already on its way. */
 	atomic_store_explicit(&t->gone, true, memory_order_release);
+}
+
+/* Keeps a copy of the CONNECT while its authentication goes on. */
+static bool keep_connect(mqbi_client *c, const uint8_t *raw, size_t rawlen)
+{
+	const mqb_allocator *a = &c->w->broker->alloc;
+	mqbi_free(a, c->pending); /* never holds a ticket here */
+	c->pending = mqbi_malloc(a, sizeof(*c->pending) + rawlen);
+	if (!c->pending)
+		return false;
+	c->pending->ticket = NULL;
+	c->pending->len = rawlen;
+	memcpy(c->pending->raw, raw, rawlen);
+	return true;
 }
 
 /* Runs the authenticate hook; false when the answer is pending. */
@@ -327,17 +340,14 @@ static bool authenticate(mqbi_client *c, const mqbi_connect *cn, const uint8_t *
 		apply_auth_verdict(c, cn, v);
 		return true;
 	}
-	mqbi_free(&b->alloc, c->pending_connect);
-	c->pending_connect = mqbi_malloc(&b->alloc, rawlen);
-	if (!c->pending_connect) {
+	if (!keep_connect(c, raw, rawlen)) {
 		/* The host still holds the ticket: it becomes a no-op. */
-		c->ticket = t;
+		t->client = NULL;
+		atomic_store_explicit(&t->gone, true, memory_order_release);
 		refuse(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
 		return true;
 	}
-	memcpy(c->pending_connect, raw, rawlen);
-	c->pending_connect_len = rawlen;
-	c->ticket = t;
+	c->pending->ticket = t;
 	c->state = MQBI_CS_AUTH_PENDING; /* input is buffered, not processed */
 	return false;
 }
@@ -460,12 +470,8 @@ static bool handle_connect(mqbi_client *c, const mqbi_connect *cn, const uint8_t
 		if (!c->auth_method)
 			return refused(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
 		/* Keep the CONNECT: it is finished when the exchange succeeds. */
-		mqbi_free(&b->alloc, c->pending_connect);
-		c->pending_connect = mqbi_malloc(&b->alloc, rawlen);
-		if (!c->pending_connect)
+		if (!keep_connect(c, raw, rawlen))
 			return refused(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
-		memcpy(c->pending_connect, raw, rawlen);
-		c->pending_connect_len = rawlen;
 		const mqbi_bytes *data = mqbi_props_has(&cn->props, MQBI_PROP_AUTH_DATA)
 		                                 ? &cn->props.auth_data
 		                                 : NULL;
@@ -649,8 +655,8 @@ static void finish_connect(mqbi_client *c, const mqbi_connect *cn, const mqbi_by
 	}
 	c->state = MQBI_CS_CONNECTED;
 	send_connack(c, MQBI_RC_SUCCESS, present, &ack);
-	mqbi_free(&b->alloc, c->pending_connect);
-	c->pending_connect = NULL;
+	mqbi_free(&b->alloc, c->pending);
+	c->pending = NULL;
 
 	MQBI_COUNT(w->m.connections, 1);
 	MQBI_COUNT(w->m.connects, 1);
@@ -693,10 +699,10 @@ static void handle_auth(mqbi_client *c, const mqbi_reason_packet *ap)
 		uint8_t reason;
 		mqbi_dec_ctx ctx = {.from_client = true,
 		                    .max_packet_size = mqbi_lim(b)->max_packet_size};
-		if (mqbi_decode(c->pending_connect, c->pending_connect_len, &ctx, &pkt, &used,
-		                &reason) != MQBI_DEC_OK)
+		if (mqbi_decode(c->pending->raw, c->pending->len, &ctx, &pkt, &used, &reason) !=
+		    MQBI_DEC_OK)
 			return mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
-		/* The stored CONNECT's fields point into pending_connect, which lives
+		/* The stored CONNECT's fields point into c->pending, which lives
 		 * until finish_connect() is done with them. */
 		enhanced_auth_step(c, data, false, &pkt.u.connect);
 		return;
@@ -821,7 +827,7 @@ long mqbi_client_process(mqbi_client *c, const uint8_t *buf, size_t len)
 	mqbi_worker *w = c->w;
 	mqb_broker *b = w->broker;
 	size_t pos = 0;
-	while (pos < len) {
+	while (pos < len && !c->held) {
 		if (c->state == MQBI_CS_CLOSING || c->w != w)
 			return -1;
 		uint8_t tf;

@@ -120,6 +120,17 @@ static const cfg_def registry[] = {
                                    true},
         [MQBI_K_MAX_MQUEUE_BYTES] = {"mqtt.max_mqueue_bytes", CFG_SIZE, "0", 0, INT64_MAX, NULL,
                                      "Payload bytes queued per session; 0 = unlimited.", true},
+        [MQBI_K_BACKPRESSURE_QUEUE_LEN] =
+                {"mqtt.backpressure_queue_len", CFG_INT, "500", 0, INT32_MAX, NULL,
+                 "Flow control: when a connected client's queue reaches this many messages, "
+                 "the broker stops reading from the clients whose QoS 1/2 messages go to it "
+                 "until the queue is back to half; 0 = off (full queues drop, counted).",
+                 true},
+        [MQBI_K_BACKPRESSURE_MAX_HOLD] =
+                {"mqtt.backpressure_max_hold", CFG_DURATION, "1s", 1, MS_DAY, NULL,
+                 "Flow control: the longest a publisher is held back at a time; then the "
+                 "queue limits decide.",
+                 true},
         [MQBI_K_MQUEUE_STORE_QOS0] = {"mqtt.mqueue_store_qos0", CFG_BOOL, "true", 0, 1, NULL,
                                       "Queue QoS 0 messages for offline sessions too.", true},
         [MQBI_K_SESSION_EXPIRY] = {"mqtt.session_expiry_interval", CFG_DURATION, "2h", 0,

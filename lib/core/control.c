@@ -296,6 +296,7 @@ MQB_API void mqb_broker_metrics(mqb_broker *b, mqb_metrics *out)
 	out->messages_dropped = SUM(b, messages_dropped);
 	out->messages_expired = SUM(b, messages_expired);
 	out->malformed_packets = SUM(b, malformed);
+	out->publishers_held = SUM(b, publishers_held);
 }
 
 /* ---- Reconfiguration ---------------------------------------------------- */

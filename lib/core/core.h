@@ -143,10 +143,22 @@ typedef struct mqbi_sub {
 	uint32_t sub_id;
 } mqbi_sub;
 
+/* An in-process subscriber (mqb_subscribe) in place of a client. */
+typedef struct mqbi_host_target {
+	mqb_message_fn fn;
+	void *user;
+} mqbi_host_target;
+
+/* An awaited PUBREL: a QoS 2 packet id received and routed (exactly once). */
+typedef struct mqbi_awaiting_rel {
+	uint64_t at : 48; /* loop time (ms) it arrived */
+	uint64_t id : 16;
+} mqbi_awaiting_rel;
+
 struct mqbi_session {
-	/* Ordered by size so that the struct has no holes. */
+	/* Ordered by size so that the struct has no holes; the id inline at the
+	 * end (a host session keeps its mqbi_host_target after its empty id). */
 	mqbi_worker *home;
-	char *client_id;
 	mqbi_client *client;     /* the connected client, or NULL */
 	mqbi_timer expiry_timer; /* armed while offline with a finite expiry */
 	mqbi_strmap subs;        /* text -> mqbi_sub */
@@ -157,27 +169,54 @@ struct mqbi_session {
 	mqbi_delivery *inflight;
 	uint32_t inflight_head, inflight_slots, inflight_cap;
 	uint32_t inflight_count; /* live entries (holes excluded) */
-	/* QoS 2 packet ids received and routed, awaiting PUBREL (exactly once). */
-	uint16_t *awaiting_rel;
-	uint64_t *awaiting_rel_at;
+	mqbi_awaiting_rel *awaiting_rel;
 	uint32_t awaiting_rel_count, awaiting_rel_cap;
 	struct mqbi_pending_will *pending_will; /* a delayed will, while one waits */
-	/* An in-process subscription (mqb_subscribe) instead of a client. */
-	mqb_message_fn host_fn;
-	void *host_user;
 	_Atomic uint32_t refs;
 	uint32_t expiry; /* seconds; UINT32_MAX = never */
-	uint32_t id_len;
+	uint16_t id_len;
 	uint16_t next_packet_id;
 	uint8_t level; /* protocol level of the last connection */
 	_Atomic bool online;
-	bool ended;  /* removed from the table and the trie; only refs keep it */
-	bool listed; /* in the worker's session table (false for host sessions) */
+	_Atomic uint8_t flow; /* MQBI_FLOW_* (backpressure.c), read by every worker */
+	bool ended : 1;  /* removed from the table and the trie; only refs keep it */
+	bool listed : 1; /* in the worker's session table (false for host sessions) */
+	bool host : 1;   /* an in-process subscriber: see mqbi_session_host() */
+	char client_id[];
 };
+
+/* The callback of a host session; NULL for a client's session. */
+/* ---- Flow control (backpressure.c) ---- */
+
+enum {
+	MQBI_FLOW_CONGESTED = 1, /* connected, with a long queue: publishers to it are held */
+	MQBI_FLOW_STALLED = 2    /* a hold ran out: no more holds until the queue is at half */
+};
+static inline bool mqbi_session_congested(mqbi_session *s)
+{
+	return atomic_load_explicit(&s->flow, memory_order_relaxed) & MQBI_FLOW_CONGESTED;
+}
+
+/* Sets or clears s->congested from its queue length; after queue changes. */
+void mqbi_bp_update(mqbi_session *s);
+/* Stops reading c until s is no longer congested; takes over the reference. */
+void mqbi_bp_hold(mqbi_client *c, mqbi_session *s);
+/* Releases the held clients whose reason went away; before every sleep. */
+void mqbi_bp_check(mqbi_worker *w);
+/* Drops c from the held list (it is closing). */
+void mqbi_bp_forget(mqbi_client *c);
+void mqbi_bp_fini(mqbi_worker *w);
+
+mqbi_host_target *mqbi_session_host(mqbi_session *s);
 
 /* Gives up the session reference the caller holds; frees the session when it
  * was the last one (on its home worker). */
 void mqbi_session_unref(mqbi_session *s);
+static inline mqbi_session *mqbi_session_ref(mqbi_session *s)
+{
+	atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+	return s;
+}
 
 /* ---- Clients (connections) ---------------------------------------------- */
 
@@ -191,8 +230,28 @@ enum {
 
 typedef struct mqbi_listener mqbi_listener;
 
+/* A CONNECT kept while its authentication goes on: the authenticate hook
+ * answers later, or an enhanced-authentication exchange runs. */
+/* MQTT 5 topic aliases of one connection. */
+typedef struct mqbi_aliases {
+	char **in;       /* topics the client set (index = alias - 1) */
+	mqbi_strmap out; /* topic -> the alias we assigned towards the client */
+	uint16_t in_cap, out_next;
+} mqbi_aliases;
+
+/* The connection's aliases, made on first use; NULL when out of memory. */
+mqbi_aliases *mqbi_client_aliases(mqbi_client *c);
+
+typedef struct mqbi_pending_connect {
+	struct mqb_auth_ticket *ticket; /* the hook's pending answer, or NULL */
+	size_t len;
+	uint8_t raw[];
+} mqbi_pending_connect;
+
 struct mqbi_client {
-	/* Ordered by size so that the struct has no holes: one per connection. */
+	/* One per connection, so compact: ordered by size so that the struct has
+	 * no holes, rarely used state behind pointers, and the peer's address
+	 * text inline at the end. */
 	mqbi_worker *w;
 	mqbi_listener *listener;
 	mqbi_client *prev, *next; /* the worker's client list */
@@ -200,40 +259,33 @@ struct mqbi_client {
 	mqbi_session *session;
 	char *client_id; /* set from CONNECT (the session's id once attached) */
 	char *username;
-	/* Input: a private buffer only while a packet is partly read. */
-	uint8_t *rbuf;
-	size_t rlen, rcap;
-	/* Output: a private buffer only while output is pending. */
-	uint8_t *wbuf;
-	size_t wlen, wcap, woff;
+	uint8_t *rbuf; /* input: a private buffer only while a packet is partly read */
+	uint8_t *wbuf; /* output: a private buffer only while output is pending */
 	uint64_t last_rx;
 	mqbi_timer timer;               /* idle (CONNECT) timeout, then keepalive */
-	char **aliases_in;              /* topic aliases the client set (index = alias - 1) */
-	mqbi_strmap *aliases_out;       /* aliases we assigned towards it; made with the first */
+	mqbi_aliases *aliases;          /* MQTT 5 topic aliases, made with the first */
 	mqbi_msg *will;                 /* the will of this connection */
-	char *auth_method;              /* enhanced authentication */
-	struct mqb_auth_ticket *ticket; /* the pending answer of the authenticate hook */
-	/* The CONNECT being processed while waiting for AUTH or the hook. */
-	uint8_t *pending_connect;
-	size_t pending_connect_len;
+	char *auth_method;              /* enhanced authentication, kept for re-authentication */
+	mqbi_pending_connect *pending;  /* while authenticating */
+	uint32_t rlen, rcap;
+	uint32_t wlen, wcap, woff;
 	int fd;
 	uint32_t max_packet_out; /* the client's Maximum Packet Size; 0 = protocol maximum */
 	uint32_t will_delay;
 	uint16_t keepalive;
 	uint16_t receive_max_out; /* in-flight QoS>0 PUBLISH towards the client */
 	uint16_t topic_alias_max_out;
-	uint16_t aliases_in_cap;
-	uint16_t aliases_out_next;
 	uint8_t state;
 	uint8_t level;
-	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
-	bool dirty;
-	bool close_after_flush; /* shutdown: close once the output is written */
-	bool local_loopback;    /* arrived through a loopback interface */
-	bool assigned_id;
-	bool request_problem_info;
-	bool id_borrowed; /* client_id points to the session's copy */
-	char peer[56];
+	uint8_t disconnect_reason;       /* why we closed, for logs and $SYS */
+	bool dirty : 1;
+	bool close_after_flush : 1; /* shutdown: close once the output is written */
+	bool local_loopback : 1;    /* arrived through a loopback interface */
+	bool assigned_id : 1;
+	bool request_problem_info : 1;
+	bool id_borrowed : 1; /* client_id points to the session's copy */
+	bool held : 1;        /* not read: flow control (backpressure.c) */
+	char peer[];          /* "ip:port" */
 };
 
 /* ---- Workers ---------------------------------------------------------- */
@@ -283,7 +335,15 @@ typedef struct mqbi_metrics {
 	mqbi_counter messages_too_large;
 	mqbi_counter malformed;
 	mqbi_counter sessions;
+	mqbi_counter publishers_held; /* flow control (backpressure.c) */
 } mqbi_metrics;
+
+/* A publisher held back by a congested session (backpressure.c). */
+typedef struct mqbi_held {
+	mqbi_client *c;
+	mqbi_session *s; /* holds a reference */
+	uint64_t since;
+} mqbi_held;
 
 struct mqbi_worker {
 	mqb_broker *broker;
@@ -315,6 +375,13 @@ struct mqbi_worker {
 	size_t view_text_cap;
 	mqbi_timer sys_timer;
 	uint32_t rand_state;
+	/* Flow control: held publishers, and what routing one QoS 1/2 PUBLISH
+	 * found (the first congested session, referenced). */
+	mqbi_held *held;
+	uint32_t nheld, held_cap;
+	mqbi_timer held_timer;
+	mqbi_session *bp_hit;
+	bool bp_want;
 	/* Shutdown steps, preallocated so mqb_broker_stop() is async-signal-safe. */
 	mqbi_inbox_item stop1, stop2;
 	bool draining;          /* phase 2: close clients as their output drains */
@@ -348,6 +415,8 @@ typedef struct mqbi_limits {
 	uint64_t await_rel_timeout;
 	uint32_t max_mqueue_len;
 	uint64_t max_mqueue_bytes;
+	uint32_t backpressure_queue_len; /* 0 = no flow control */
+	uint64_t backpressure_max_hold;  /* ms */
 	bool mqueue_store_qos0;
 	uint32_t session_expiry_v3;  /* s */
 	uint32_t max_session_expiry; /* s, 0 = no cap */

@@ -20,29 +20,26 @@ static uint16_t alias_for(mqbi_client *c, const mqbi_msg *m, bool *send_topic)
 	*send_topic = true;
 	if (c->level != MQBI_V5 || c->topic_alias_max_out == 0)
 		return 0;
-	if (!c->aliases_out) {
-		c->aliases_out = mqbi_malloc(&c->w->broker->alloc, sizeof(mqbi_strmap));
-		if (!c->aliases_out)
-			return 0;
-		mqbi_strmap_init(c->aliases_out, &c->w->broker->alloc);
-	}
-	void *v = mqbi_strmap_get(c->aliases_out, m->topic, m->topic_len);
+	mqbi_aliases *al = mqbi_client_aliases(c);
+	if (!al)
+		return 0;
+	void *v = mqbi_strmap_get(&al->out, m->topic, m->topic_len);
 	if (v) {
 		*send_topic = false;
 		return (uint16_t)(uintptr_t)v;
 	}
-	if (c->aliases_out_next >= c->topic_alias_max_out)
+	if (al->out_next >= c->topic_alias_max_out)
 		return 0;
 	char *key = mqbi_strndup(&c->w->broker->alloc, m->topic, m->topic_len);
 	if (!key)
 		return 0;
-	uint16_t alias = (uint16_t)(c->aliases_out_next + 1);
-	if (mqbi_strmap_put(c->aliases_out, key, m->topic_len, (void *)(uintptr_t)alias) !=
+	uint16_t alias = (uint16_t)(al->out_next + 1);
+	if (mqbi_strmap_put(&al->out, key, m->topic_len, (void *)(uintptr_t)alias) !=
 	    MQB_OK) {
 		mqbi_free(&c->w->broker->alloc, key);
 		return 0;
 	}
-	c->aliases_out_next++;
+	al->out_next++;
 	return alias;
 }
 
@@ -400,6 +397,9 @@ size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg)
 		if (!t->session)
 			continue;
 		matched++;
+		if (w->bp_want && !w->bp_hit &&
+		    mqbi_session_congested(t->session))
+			w->bp_hit = mqbi_session_ref(t->session);
 		if (t->session->home == w) {
 			const uint32_t *ids = t->n_sub_ids > 1 ? t->sub_ids : &t->sub_id;
 			mqbi_session_deliver(t->session, msg, t->qos, t->retain, ids, t->n_sub_ids);
@@ -497,34 +497,36 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 		if (alias == 0 || alias > lim->max_topic_alias)
 			return mqbi_client_disconnect(c, MQBI_RC_TOPIC_ALIAS_INVALID,
 			                              "topic alias invalid");
+		mqbi_aliases *al = c->aliases;
 		if (tlen) {
-			if (alias > c->aliases_in_cap) {
+			al = mqbi_client_aliases(c);
+			if (!al)
+				return mqbi_client_disconnect(c, MQBI_RC_IMPL_SPECIFIC,
+				                              "out of memory");
+			if (alias > al->in_cap) {
 				uint16_t cap = alias < 16 ? 16 : alias;
-				if (cap < c->aliases_in_cap * 2u &&
-				    c->aliases_in_cap * 2u <= lim->max_topic_alias)
-					cap = (uint16_t)(c->aliases_in_cap * 2u);
-				char **n = mqbi_realloc(&b->alloc, c->aliases_in,
-				                        sizeof(char *) * cap);
+				if (cap < al->in_cap * 2u && al->in_cap * 2u <= lim->max_topic_alias)
+					cap = (uint16_t)(al->in_cap * 2u);
+				char **n = mqbi_realloc(&b->alloc, al->in, sizeof(char *) * cap);
 				if (!n)
 					return mqbi_client_disconnect(c, MQBI_RC_IMPL_SPECIFIC,
 					                              "out of memory");
-				memset(n + c->aliases_in_cap, 0,
-				       sizeof(char *) * (cap - c->aliases_in_cap));
-				c->aliases_in = n;
-				c->aliases_in_cap = cap;
+				memset(n + al->in_cap, 0, sizeof(char *) * (cap - al->in_cap));
+				al->in = n;
+				al->in_cap = cap;
 			}
 			char *copy = mqbi_strndup(&b->alloc, topic, tlen);
 			if (!copy)
 				return mqbi_client_disconnect(c, MQBI_RC_IMPL_SPECIFIC,
 				                              "out of memory");
-			mqbi_free(&b->alloc, c->aliases_in[alias - 1]);
-			c->aliases_in[alias - 1] = copy;
+			mqbi_free(&b->alloc, al->in[alias - 1]);
+			al->in[alias - 1] = copy;
 		} else {
-			if (alias > c->aliases_in_cap || !c->aliases_in[alias - 1])
+			if (!al || alias > al->in_cap || !al->in[alias - 1])
 				return mqbi_client_disconnect(
 				        c, MQBI_RC_PROTOCOL_ERROR,
 				        "unknown topic alias"); /* [MQTT-3.3.4-?] */
-			topic = c->aliases_in[alias - 1];
+			topic = al->in[alias - 1];
 			tlen = strlen(topic);
 		}
 	}
@@ -592,9 +594,21 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 		if (p->qos == 2 && c->level == MQBI_V5)
 			mqbi_session_awaiting_rel_remove(s, p->packet_id); /* the exchange ends */
 	} else {
+		w->bp_want = p->qos > 0;
 		size_t matched = mqbi_publish_message(w, msg);
+		w->bp_want = false;
 		mqbi_msg_unref(&b->alloc, msg);
 		rc = matched ? MQBI_RC_SUCCESS : MQBI_RC_NO_MATCHING_SUBSCRIBERS;
+	}
+	if (w->bp_hit) {
+		/* A receiver is congested: read no more from this publisher until
+		 * it catches up (not for its own session: it could not ack then). */
+		mqbi_session *hit = w->bp_hit;
+		w->bp_hit = NULL;
+		if (hit != s)
+			mqbi_bp_hold(c, hit);
+		else
+			mqbi_session_unref(hit);
 	}
 	if (p->qos == 1)
 		send_ack(c, MQBI_PUBACK, p->packet_id, rc);

@@ -17,24 +17,39 @@ mqbi_session *mqbi_session_find(mqbi_worker *w, const char *id, size_t len)
 	return mqbi_strmap_get(&w->sessions, id, len);
 }
 
-static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, bool listed)
+/* Where a host session keeps its callback: after its (empty) id. */
+static size_t host_offset(void)
+{
+	size_t o = offsetof(mqbi_session, client_id) + 1;
+	return (o + _Alignof(mqbi_host_target) - 1) & ~(_Alignof(mqbi_host_target) - 1);
+}
+
+mqbi_host_target *mqbi_session_host(mqbi_session *s)
+{
+	return s->host ? (mqbi_host_target *)((char *)s + host_offset()) : NULL;
+}
+
+static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, bool listed,
+                                 bool host)
 {
 	mqb_broker *b = w->broker;
-	mqbi_session *s = mqbi_calloc(&b->alloc, sizeof(*s));
+	if (len > UINT16_MAX)
+		return NULL; /* MQTT strings are shorter */
+	size_t size = host ? host_offset() + sizeof(mqbi_host_target) : sizeof(mqbi_session) + len + 1;
+	mqbi_session *s = mqbi_calloc(&b->alloc, size);
 	if (!s)
 		return NULL;
-	s->client_id = mqbi_strndup(&b->alloc, id, len);
-	if (!s->client_id ||
-	    (listed && mqbi_strmap_put(&w->sessions, s->client_id, len, s) != MQB_OK)) {
-		mqbi_free(&b->alloc, s->client_id);
+	memcpy(s->client_id, id, len);
+	if (listed && mqbi_strmap_put(&w->sessions, s->client_id, len, s) != MQB_OK) {
 		mqbi_free(&b->alloc, s);
 		return NULL;
 	}
 	atomic_init(&s->refs, 1);
 	atomic_init(&s->online, !listed);
 	s->listed = listed;
+	s->host = host;
 	s->home = w;
-	s->id_len = len;
+	s->id_len = (uint16_t)len;
 	s->next_packet_id = 1;
 	mqbi_strmap_init(&s->subs, &b->alloc);
 	if (listed)
@@ -44,15 +59,14 @@ static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, boo
 
 mqbi_session *mqbi_session_create(mqbi_worker *w, const char *id, size_t len)
 {
-	return session_new(w, id, len, true);
+	return session_new(w, id, len, true, false);
 }
 
 mqbi_session *mqbi_session_create_host(mqbi_worker *w, mqb_message_fn fn, void *user)
 {
-	mqbi_session *s = session_new(w, "", 0, false);
+	mqbi_session *s = session_new(w, "", 0, false, true);
 	if (s) {
-		s->host_fn = fn;
-		s->host_user = user;
+		*mqbi_session_host(s) = (mqbi_host_target){fn, user};
 		s->expiry = UINT32_MAX;
 	}
 	return s;
@@ -127,7 +141,6 @@ static void session_free(mqbi_session *s)
 {
 	const mqb_allocator *a = alloc_of(s);
 	mqbi_strmap_fini(&s->subs);
-	mqbi_free(a, s->client_id);
 	mqbi_free(a, s);
 }
 
@@ -195,6 +208,7 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 	}
 	atomic_store(&s->online, false);
 	s->ended = true;
+	mqbi_bp_update(s); /* nobody waits for an ended session */
 	if (s->listed)
 		mqbi_strmap_remove(&w->sessions, s->client_id, s->id_len);
 	mqbi_session_remove_all_subs(s);
@@ -215,9 +229,7 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 	s->inflight = NULL;
 	s->inflight_head = s->inflight_slots = s->inflight_cap = s->inflight_count = 0;
 	mqbi_free(a, s->awaiting_rel);
-	mqbi_free(a, s->awaiting_rel_at);
 	s->awaiting_rel = NULL;
-	s->awaiting_rel_at = NULL;
 	s->awaiting_rel_count = s->awaiting_rel_cap = 0;
 	if (s->listed)
 		MQBI_COUNT(w->m.sessions, (uint64_t)-1);
@@ -280,6 +292,7 @@ void mqbi_session_detach(mqbi_session *s)
 {
 	s->client = NULL;
 	atomic_store(&s->online, false);
+	mqbi_bp_update(s); /* publishers do not wait for an offline session */
 	if (s->expiry == 0) {
 		mqbi_event(s->home->broker, MQB_EVENT_SESSION_EXPIRED, NULL, s->client_id, 0, NULL,
 		           0, "session expiry interval 0");
@@ -471,6 +484,8 @@ void mqbi_session_pump(mqbi_session *s)
 			drop(s, &d, "out of memory");
 		}
 	}
+	if (atomic_load_explicit(&s->flow, memory_order_relaxed))
+		mqbi_bp_update(s);
 }
 
 void mqbi_session_resend(mqbi_session *s)
@@ -512,10 +527,11 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 {
 	if (s->ended)
 		return;
-	if (s->host_fn) {
+	if (s->host) {
+		const mqbi_host_target *h = mqbi_session_host(s);
 		mqb_message view;
 		mqbi_msg_view(s->home, msg, qos, retain, &view);
-		s->host_fn(s->host_user, &view);
+		h->fn(h->user, &view);
 		return;
 	}
 	mqb_broker *b = s->home->broker;
@@ -578,6 +594,7 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 		return;
 	if (!dq_push(a, &s->queue, &d))
 		drop(s, &d, "out of memory");
+	mqbi_bp_update(s);
 }
 
 /* ---- QoS 2 from the client: packet ids awaiting PUBREL ------------------- */
@@ -585,7 +602,7 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 bool mqbi_session_awaiting_rel(mqbi_session *s, uint16_t packet_id)
 {
 	for (uint32_t i = 0; i < s->awaiting_rel_count; i++)
-		if (s->awaiting_rel[i] == packet_id)
+		if (s->awaiting_rel[i].id == packet_id)
 			return true;
 	return false;
 }
@@ -593,10 +610,8 @@ bool mqbi_session_awaiting_rel(mqbi_session *s, uint16_t packet_id)
 bool mqbi_session_awaiting_rel_remove(mqbi_session *s, uint16_t packet_id)
 {
 	for (uint32_t i = 0; i < s->awaiting_rel_count; i++) {
-		if (s->awaiting_rel[i] == packet_id) {
-			s->awaiting_rel_count--;
-			s->awaiting_rel[i] = s->awaiting_rel[s->awaiting_rel_count];
-			s->awaiting_rel_at[i] = s->awaiting_rel_at[s->awaiting_rel_count];
+		if (s->awaiting_rel[i].id == packet_id) {
+			s->awaiting_rel[i] = s->awaiting_rel[--s->awaiting_rel_count];
 			return true;
 		}
 	}
@@ -608,8 +623,8 @@ mqb_err mqbi_session_awaiting_rel_add(mqbi_session *s, uint16_t packet_id, uint6
 	const mqbi_limits *lim = mqbi_lim(s->home->broker);
 	/* Forget exchanges whose PUBREL never came (await_rel_timeout). */
 	for (uint32_t i = 0; i < s->awaiting_rel_count;) {
-		if (lim->await_rel_timeout && now - s->awaiting_rel_at[i] >= lim->await_rel_timeout)
-			mqbi_session_awaiting_rel_remove(s, s->awaiting_rel[i]);
+		if (lim->await_rel_timeout && now - s->awaiting_rel[i].at >= lim->await_rel_timeout)
+			mqbi_session_awaiting_rel_remove(s, s->awaiting_rel[i].id);
 		else
 			i++;
 	}
@@ -617,18 +632,13 @@ mqb_err mqbi_session_awaiting_rel_add(mqbi_session *s, uint16_t packet_id, uint6
 		return MQB_ERR_RANGE;
 	if (s->awaiting_rel_count == s->awaiting_rel_cap) {
 		uint32_t cap = s->awaiting_rel_cap ? s->awaiting_rel_cap * 2 : 4;
-		uint16_t *ids = mqbi_realloc(alloc_of(s), s->awaiting_rel, sizeof(*ids) * cap);
-		if (!ids)
+		mqbi_awaiting_rel *n =
+		        mqbi_realloc(alloc_of(s), s->awaiting_rel, sizeof(*n) * cap);
+		if (!n)
 			return MQB_ERR_NOMEM;
-		s->awaiting_rel = ids;
-		uint64_t *at = mqbi_realloc(alloc_of(s), s->awaiting_rel_at, sizeof(*at) * cap);
-		if (!at)
-			return MQB_ERR_NOMEM;
-		s->awaiting_rel_at = at;
+		s->awaiting_rel = n;
 		s->awaiting_rel_cap = cap;
 	}
-	s->awaiting_rel[s->awaiting_rel_count] = packet_id;
-	s->awaiting_rel_at[s->awaiting_rel_count] = now;
-	s->awaiting_rel_count++;
+	s->awaiting_rel[s->awaiting_rel_count++] = (mqbi_awaiting_rel){.at = now, .id = packet_id};
 	return MQB_OK;
 }

@@ -14,12 +14,12 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events);
 
 /* ---- The worker's pool of client I/O buffers ------------------------------ */
 
-static const size_t iobuf_size[2] = {MQBI_IOBUF_SMALL, MQBI_IOBUF_LARGE};
+static const uint32_t iobuf_size[2] = {MQBI_IOBUF_SMALL, MQBI_IOBUF_LARGE};
 /* How many free buffers of each class a worker keeps (256 KiB + 1 MiB). */
 static const unsigned iobuf_keep[2] = {512, 64};
 
 /* A buffer of at least `need` bytes: a pooled one when a class fits. */
-static uint8_t *iobuf_get(mqbi_worker *w, size_t need, size_t *cap)
+static uint8_t *iobuf_get(mqbi_worker *w, uint32_t need, uint32_t *cap)
 {
 	for (int k = 0; k < 2; k++) {
 		if (need <= iobuf_size[k]) {
@@ -33,7 +33,7 @@ static uint8_t *iobuf_get(mqbi_worker *w, size_t need, size_t *cap)
 	return mqbi_malloc(&w->broker->alloc, need);
 }
 
-static void iobuf_put(mqbi_worker *w, uint8_t *buf, size_t cap)
+static void iobuf_put(mqbi_worker *w, uint8_t *buf, uint32_t cap)
 {
 	if (!buf)
 		return;
@@ -53,25 +53,29 @@ static void iobuf_put(mqbi_worker *w, uint8_t *buf, size_t cap)
 }
 
 /* Makes *buf hold at least `need` bytes, keeping its first `len`: moves up a
- * class, or beyond the classes by doubling. */
-static bool iobuf_ensure(mqbi_worker *w, uint8_t **buf, size_t *cap, size_t len, size_t need)
+ * class, or beyond the classes by doubling. A connection's buffers hold at
+ * most a few packets (output beyond that waits in the session's queue), so
+ * their sizes fit 32 bits; a larger need is refused. */
+static bool iobuf_ensure(mqbi_worker *w, uint8_t **buf, uint32_t *cap, uint32_t len, size_t need)
 {
+	if (need > UINT32_MAX)
+		return false;
 	if (*buf && need <= *cap)
 		return true;
 	if (!*buf) {
-		*buf = iobuf_get(w, need, cap);
+		*buf = iobuf_get(w, (uint32_t)need, cap);
 		return *buf != NULL;
 	}
-	size_t ncap;
+	uint32_t ncap;
 	uint8_t *nb;
 	if (need <= MQBI_IOBUF_LARGE) {
-		nb = iobuf_get(w, need, &ncap);
+		nb = iobuf_get(w, (uint32_t)need, &ncap);
 		if (!nb)
 			return false;
 		memcpy(nb, *buf, len);
 		iobuf_put(w, *buf, *cap);
 	} else {
-		ncap = *cap * 2 > need ? *cap * 2 : need;
+		ncap = *cap <= UINT32_MAX / 2 && *cap * 2u > need ? *cap * 2u : (uint32_t)need;
 		nb = mqbi_realloc(&w->broker->alloc, *buf, ncap);
 		if (!nb)
 			return false;
@@ -157,7 +161,11 @@ static void list_remove(mqbi_worker *w, mqbi_client *c)
 void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 {
 	mqb_broker *b = w->broker;
-	mqbi_client *c = mqbi_calloc(&b->alloc, sizeof(*c));
+	char peer[INET6_ADDRSTRLEN + 8];
+	bool local_loopback;
+	format_peer(fd, peer, sizeof peer, &local_loopback);
+	size_t peer_size = strlen(peer) + 1;
+	mqbi_client *c = mqbi_calloc(&b->alloc, sizeof(*c) + peer_size);
 	if (!c) {
 		mqbi_log(b, MQB_LOG_ERROR, "net", NULL, "out of memory accepting a connection");
 		close(fd);
@@ -168,7 +176,8 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	c->fd = fd;
 	c->state = MQBI_CS_CONNECTING;
 	c->last_rx = mqbi_loop_now(w->loop);
-	format_peer(fd, c->peer, sizeof c->peer, &c->local_loopback);
+	memcpy(c->peer, peer, peer_size);
+	c->local_loopback = local_loopback;
 	if (mqbi_loop_watch(w->loop, fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
 		mqbi_log(b, MQB_LOG_ERROR, "net", c, "cannot watch the connection");
 		close(fd);
@@ -183,7 +192,9 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 
 void mqbi_client_pause(mqbi_client *c)
 {
-	mqbi_loop_watch(c->w->loop, c->fd, 0, on_io, c);
+	/* Output still waiting for room keeps going. */
+	unsigned ev = c->woff < c->wlen ? MQBI_EV_WRITE : 0;
+	mqbi_loop_watch(c->w->loop, c->fd, ev, on_io, c);
 }
 
 bool mqbi_client_resume(mqbi_client *c)
@@ -200,7 +211,7 @@ bool mqbi_client_resume(mqbi_client *c)
 		if (n < 0)
 			return false;
 		memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
-		c->rlen -= (size_t)n;
+		c->rlen -= (uint32_t)n;
 		if (c->rlen == 0)
 			rbuf_release(c);
 	}
@@ -258,7 +269,7 @@ uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
 			c->wlen -= c->woff;
 			c->woff = 0;
 		}
-		if (!iobuf_ensure(c->w, &c->wbuf, &c->wcap, c->wlen, c->wlen + n))
+		if (!iobuf_ensure(c->w, &c->wbuf, &c->wcap, c->wlen, (size_t)c->wlen + n))
 			return NULL;
 	}
 	return c->wbuf + c->wlen;
@@ -287,7 +298,7 @@ static void try_write(mqbi_client *c)
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n <= 0)
 			return;
-		c->woff += (size_t)n;
+		c->woff += (uint32_t)n;
 		MQBI_COUNT(c->w->m.bytes_sent, (uint64_t)n);
 	}
 	c->woff = c->wlen = 0;
@@ -295,7 +306,7 @@ static void try_write(mqbi_client *c)
 
 void mqbi_client_out_commit(mqbi_client *c, size_t n)
 {
-	c->wlen += n;
+	c->wlen += (uint32_t)n; /* n <= what out_reserve made room for */
 	MQBI_COUNT(c->w->m.packets_sent, 1);
 	mqbi_client_mark_dirty(c);
 	if (c->wlen - c->woff >= MQBI_EAGER_FLUSH)
@@ -307,6 +318,12 @@ size_t mqbi_client_out_pending(const mqbi_client *c)
 	return c->wlen - c->woff;
 }
 
+/* A held publisher (flow control) is not read. */
+static unsigned read_interest(const mqbi_client *c)
+{
+	return c->held ? 0 : MQBI_EV_READ;
+}
+
 /* Writes pending output; returns false if the connection failed (closed). */
 static bool client_flush(mqbi_client *c)
 {
@@ -314,14 +331,14 @@ static bool client_flush(mqbi_client *c)
 	while (c->woff < c->wlen) {
 		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
 		if (n > 0) {
-			c->woff += (size_t)n;
+			c->woff += (uint32_t)n;
 			MQBI_COUNT(w->m.bytes_sent, (uint64_t)n);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ | MQBI_EV_WRITE, on_io, c);
+			mqbi_loop_watch(w->loop, c->fd, read_interest(c) | MQBI_EV_WRITE, on_io, c);
 			return true;
 		}
 		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "write failed: %s",
@@ -337,7 +354,7 @@ static bool client_flush(mqbi_client *c)
 	iobuf_put(w, c->wbuf, c->wcap);
 	c->wbuf = NULL;
 	c->wlen = c->wcap = c->woff = 0;
-	mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c);
+	mqbi_loop_watch(w->loop, c->fd, read_interest(c), on_io, c);
 	/* Deliveries that waited for room go out now. */
 	if (c->session && c->session->queue.count && c->state == MQBI_CS_CONNECTED)
 		mqbi_session_pump(c->session);
@@ -395,7 +412,7 @@ static void read_while_pending(mqbi_client *c)
 		return;
 	}
 	if (n > 0) {
-		c->rlen += (size_t)n;
+		c->rlen += (uint32_t)n;
 		MQBI_COUNT(w->m.bytes_received, (uint64_t)n);
 	}
 }
@@ -406,7 +423,7 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 	mqbi_worker *w = c->w;
 	if ((events & MQBI_EV_WRITE) && !client_flush(c))
 		return;
-	if (!(events & (MQBI_EV_READ | MQBI_EV_ERROR)))
+	if (!(events & (MQBI_EV_READ | MQBI_EV_ERROR)) || c->held)
 		return;
 	if (c->state == MQBI_CS_AUTH_PENDING) {
 		read_while_pending(c);
@@ -419,7 +436,7 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 	if (c->rlen) {
 		/* Room for the rest of the packet, read in reasonable pieces. */
 		if (c->rcap - c->rlen < 4096 &&
-		    !iobuf_ensure(w, &c->rbuf, &c->rcap, c->rlen, c->rlen + 4096)) {
+		    !iobuf_ensure(w, &c->rbuf, &c->rcap, c->rlen, (size_t)c->rlen + 4096)) {
 			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
 			return;
 		}
@@ -448,7 +465,7 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 	size_t rest = len - (size_t)used;
 	if (buf == c->rbuf) {
 		memmove(c->rbuf, c->rbuf + used, rest);
-		c->rlen = rest;
+		c->rlen = (uint32_t)rest;
 		if (rest == 0)
 			rbuf_release(c);
 	} else if (rest) {
@@ -458,7 +475,7 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 			return;
 		}
 		memcpy(c->rbuf, buf + used, rest);
-		c->rlen = rest;
+		c->rlen = (uint32_t)rest;
 	}
 }
 
@@ -477,6 +494,8 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 		            MSG_NOSIGNAL | MSG_DONTWAIT);
 	mqbi_timer_stop(w->loop, &c->timer);
 	mqbi_client_forget_ticket(c);
+	if (c->held)
+		mqbi_bp_forget(c);
 	mqbi_loop_unwatch(w->loop, c->fd);
 	close(c->fd);
 	c->fd = -1;
@@ -535,6 +554,17 @@ void mqbi_client_disconnect(mqbi_client *c, uint8_t reason, const char *why)
 	mqbi_client_close(c, reason);
 }
 
+mqbi_aliases *mqbi_client_aliases(mqbi_client *c)
+{
+	if (!c->aliases) {
+		const mqb_allocator *a = &c->w->broker->alloc;
+		c->aliases = mqbi_calloc(a, sizeof(*c->aliases));
+		if (c->aliases)
+			mqbi_strmap_init(&c->aliases->out, a);
+	}
+	return c->aliases;
+}
+
 void mqbi_client_free(mqbi_client *c)
 {
 	mqbi_worker *w = c->w;
@@ -548,18 +578,19 @@ void mqbi_client_free(mqbi_client *c)
 		w->dead = c->next;
 		c->next = NULL;
 	}
-	for (uint16_t i = 0; i < c->aliases_in_cap; i++)
-		mqbi_free(a, c->aliases_in[i]);
-	mqbi_free(a, c->aliases_in);
-	size_t pos = 0;
-	const char *key;
-	size_t klen;
-	void *val;
-	if (c->aliases_out) {
-		while (mqbi_strmap_next(c->aliases_out, &pos, &key, &klen, &val))
+	mqbi_aliases *al = c->aliases;
+	if (al) {
+		for (uint16_t i = 0; i < al->in_cap; i++)
+			mqbi_free(a, al->in[i]);
+		mqbi_free(a, al->in);
+		size_t pos = 0;
+		const char *key;
+		size_t klen;
+		void *val;
+		while (mqbi_strmap_next(&al->out, &pos, &key, &klen, &val))
 			mqbi_free(a, (void *)key);
-		mqbi_strmap_fini(c->aliases_out);
-		mqbi_free(a, c->aliases_out);
+		mqbi_strmap_fini(&al->out);
+		mqbi_free(a, al);
 	}
 	iobuf_put(w, c->rbuf, c->rcap);
 	iobuf_put(w, c->wbuf, c->wcap);
@@ -567,6 +598,6 @@ void mqbi_client_free(mqbi_client *c)
 		mqbi_free(a, c->client_id);
 	mqbi_free(a, c->username);
 	mqbi_free(a, c->auth_method);
-	mqbi_free(a, c->pending_connect);
+	mqbi_free(a, c->pending);
 	mqbi_free(a, c);
 }

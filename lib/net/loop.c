@@ -93,8 +93,7 @@ static mqb_err loop_create(const mqb_allocator *a, const mqbi_backend *be, mqbi_
 
 	l->setsize = INITIAL_SETSIZE;
 	l->watchers = mqbi_calloc(a, sizeof(*l->watchers) * (size_t)l->setsize);
-	l->fired = mqbi_malloc(a, sizeof(*l->fired) * (size_t)(l->setsize + 1));
-	if (!l->watchers || !l->fired)
+	if (!l->watchers)
 		goto fail;
 	if ((err = mqbi_wheel_init(l)) != MQB_OK)
 		goto fail;
@@ -135,7 +134,6 @@ void mqbi_loop_destroy(mqbi_loop *l)
 	if (l->wake_rd >= 0)
 		close(l->wake_rd);
 	mqbi_wheel_fini(l);
-	mqbi_free(&l->alloc, l->fired);
 	mqbi_free(&l->alloc, l->watchers);
 	mqbi_free(&l->alloc, l);
 }
@@ -145,8 +143,7 @@ const char *mqbi_loop_backend(const mqbi_loop *l)
 	return l->be->name;
 }
 
-/* Grows the watcher table (and the fired array and the backend's tables) so
- * that fd fits. Arrays that grew before a later failure just keep the room. */
+/* Grows the watcher table (and the backend's tables) so that fd fits. Arrays that grew before a later failure just keep the room. */
 static mqb_err grow(mqbi_loop *l, int fd)
 {
 	int n = l->setsize;
@@ -159,11 +156,7 @@ static mqb_err grow(mqbi_loop *l, int fd)
 	if (!w)
 		return MQB_ERR_NOMEM;
 	l->watchers = w;
-	mqbi_fired *f = mqbi_realloc(&l->alloc, l->fired, sizeof(*f) * (size_t)(n + 1));
-	if (!f)
-		return MQB_ERR_NOMEM;
-	l->fired = f;
-	mqb_err err = l->be->resize(l, n);
+	mqb_err err = l->be->resize ? l->be->resize(l, n) : MQB_OK;
 	if (err != MQB_OK)
 		return err;
 	memset(w + l->setsize, 0, sizeof(*w) * (size_t)(n - l->setsize));

@@ -87,8 +87,7 @@ typedef void (*mqbi_timer_fn)(mqbi_loop *l, mqbi_timer *t);
 struct mqbi_timer {
 	mqbi_timer *next, *prev; /* wheel slot links; NULL when idle */
 	uint64_t deadline;       /* loop time (ms) when it fires */
-	mqbi_timer_fn fn;
-	bool armed;
+	mqbi_timer_fn fn;        /* NULL when idle: being set is being armed */
 };
 
 /* Arms (or re-arms) t to fire once after delay_ms. */
@@ -97,7 +96,7 @@ void mqbi_timer_start(mqbi_loop *l, mqbi_timer *t, uint64_t delay_ms, mqbi_timer
 void mqbi_timer_stop(mqbi_loop *l, mqbi_timer *t);
 static inline bool mqbi_timer_armed(const mqbi_timer *t)
 {
-	return t->armed;
+	return t->fn != NULL;
 }
 
 /* ---- Inbox: a multi-producer queue drained by the loop, woken by an eventfd.

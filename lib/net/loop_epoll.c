@@ -14,7 +14,7 @@
 
 typedef struct epoll_state {
 	int epfd;
-	struct epoll_event *events; /* setsize + 1 (the wake fd) */
+	struct epoll_event events[MQBI_MAX_FIRED];
 } epoll_state;
 
 static uint32_t to_epoll(unsigned events)
@@ -27,16 +27,13 @@ static mqb_err epoll_init(mqbi_loop *l)
 	epoll_state *s = mqbi_calloc(&l->alloc, sizeof(*s));
 	if (!s)
 		return MQB_ERR_NOMEM;
-	s->events = mqbi_malloc(&l->alloc, sizeof(*s->events) * (size_t)(l->setsize + 1));
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->wake_rd};
-	if (!s->events || s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, l->wake_rd, &ev) < 0) {
-		mqb_err err = s->events ? MQB_ERR_IO : MQB_ERR_NOMEM;
+	if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, l->wake_rd, &ev) < 0) {
 		if (s->epfd >= 0)
 			close(s->epfd);
-		mqbi_free(&l->alloc, s->events);
 		mqbi_free(&l->alloc, s);
-		return err;
+		return MQB_ERR_IO;
 	}
 	l->be_state = s;
 	return MQB_OK;
@@ -46,20 +43,8 @@ static void epoll_fini(mqbi_loop *l)
 {
 	epoll_state *s = l->be_state;
 	close(s->epfd);
-	mqbi_free(&l->alloc, s->events);
 	mqbi_free(&l->alloc, s);
 	l->be_state = NULL;
-}
-
-static mqb_err epoll_resize(mqbi_loop *l, int setsize)
-{
-	epoll_state *s = l->be_state;
-	struct epoll_event *e =
-	        mqbi_realloc(&l->alloc, s->events, sizeof(*e) * (size_t)(setsize + 1));
-	if (!e)
-		return MQB_ERR_NOMEM;
-	s->events = e;
-	return MQB_OK;
 }
 
 static mqb_err epoll_add(mqbi_loop *l, int fd, bool watched, unsigned events)
@@ -88,7 +73,7 @@ static void epoll_del(mqbi_loop *l, int fd)
 static int epoll_poll(mqbi_loop *l, int timeout_ms)
 {
 	epoll_state *s = l->be_state;
-	int n = epoll_wait(s->epfd, s->events, l->setsize + 1, timeout_ms);
+	int n = epoll_wait(s->epfd, s->events, MQBI_MAX_FIRED, timeout_ms);
 	if (n < 0)
 		return 0; /* EINTR: a signal (maybe a stop) came in */
 	for (int i = 0; i < n; i++) {
@@ -116,7 +101,7 @@ const mqbi_backend mqbi_backend_epoll = {
         .name = "epoll",
         .init = epoll_init,
         .fini = epoll_fini,
-        .resize = epoll_resize,
+        .resize = NULL,
         .add = epoll_add,
         .del = epoll_del,
         .poll = epoll_poll,

@@ -31,6 +31,9 @@ typedef struct mqbi_watcher {
 	uint32_t gen;
 } mqbi_watcher;
 
+/* Events handled per wait at most. */
+#define MQBI_MAX_FIRED 256
+
 /* An event reported by the backend, stamped with the watcher's gen. */
 typedef struct mqbi_fired {
 	int fd;
@@ -44,7 +47,7 @@ typedef struct mqbi_backend {
 	const char *name;
 	mqb_err (*init)(mqbi_loop *l);
 	void (*fini)(mqbi_loop *l);
-	/* The watcher table is growing to setsize entries. */
+	/* The watcher table is growing to setsize entries (NULL: nothing to do). */
 	mqb_err (*resize)(mqbi_loop *l, int setsize);
 	/* Adds fd, or changes its events when `watched`. */
 	mqb_err (*add)(mqbi_loop *l, int fd, bool watched, unsigned events);
@@ -73,8 +76,11 @@ struct mqbi_loop {
 	char pad_after[64];
 
 	mqbi_watcher *watchers; /* indexed by fd, setsize entries */
-	mqbi_fired *fired;      /* setsize + 1 entries (the wake fd) */
 	int setsize;
+	/* One wait's events. A fixed batch, not one slot per fd: both backends
+	 * are level-triggered, so what does not fit is reported by the next
+	 * wait, and memory does not grow with the connection count. */
+	mqbi_fired fired[MQBI_MAX_FIRED];
 
 	uint64_t now;
 

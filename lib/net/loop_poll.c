@@ -15,6 +15,7 @@ typedef struct poll_state {
 	struct pollfd *pfds; /* [0] is the wake fd; setsize + 1 entries */
 	int *index;          /* fd -> position in pfds, or -1; setsize entries */
 	int n;
+	int scan_from; /* where the next report starts, so a full batch starves nobody */
 } poll_state;
 
 static short to_poll(unsigned events)
@@ -103,10 +104,16 @@ static int poll_poll(mqbi_loop *l, int timeout_ms)
 	if (r <= 0)
 		return 0; /* timeout, or EINTR: a signal (maybe a stop) came in */
 	int n = 0;
-	for (int i = 0; i < s->n && n < r; i++) {
+	int start = s->scan_from < s->n ? s->scan_from : 0;
+	for (int k = 0; k < s->n && n < r; k++) {
+		int i = (start + k) % s->n;
 		short re = s->pfds[i].revents;
 		if (!re)
 			continue;
+		if (n == MQBI_MAX_FIRED) {
+			s->scan_from = i; /* still ready next time: level-triggered */
+			return n;
+		}
 		unsigned ev = 0;
 		if (re & POLLIN)
 			ev |= MQBI_EV_READ;
@@ -118,6 +125,7 @@ static int poll_poll(mqbi_loop *l, int timeout_ms)
 		l->fired[n].events = ev;
 		n++;
 	}
+	s->scan_from = 0;
 	return n;
 }
 

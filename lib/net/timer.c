@@ -67,7 +67,7 @@ static void wheel_unlink(mqbi_loop *l, mqbi_timer *t)
 
 void mqbi_timer_start(mqbi_loop *l, mqbi_timer *t, uint64_t delay_ms, mqbi_timer_fn fn)
 {
-	if (t->armed)
+	if (t->fn)
 		wheel_unlink(l, t);
 	else
 		l->ntimers++;
@@ -77,7 +77,6 @@ void mqbi_timer_start(mqbi_loop *l, mqbi_timer *t, uint64_t delay_ms, mqbi_timer
 		deadline = l->last_tick + 1; /* that tick's slot was already walked */
 	t->deadline = deadline;
 	t->fn = fn;
-	t->armed = true;
 	wheel_link(l, t);
 	if (deadline < l->timer_bound)
 		l->timer_bound = deadline;
@@ -85,10 +84,10 @@ void mqbi_timer_start(mqbi_loop *l, mqbi_timer *t, uint64_t delay_ms, mqbi_timer
 
 void mqbi_timer_stop(mqbi_loop *l, mqbi_timer *t)
 {
-	if (!t->armed)
+	if (!t->fn)
 		return;
 	wheel_unlink(l, t);
-	t->armed = false;
+	t->fn = NULL;
 	if (--l->ntimers == 0)
 		l->timer_bound = UINT64_MAX;
 	/* Otherwise the bound stays: too early only costs a spurious wake. */
@@ -109,10 +108,11 @@ void mqbi_wheel_expire(mqbi_loop *l, uint64_t now)
 		while (t) {
 			l->walk_next = t->next;
 			if (t->deadline <= now) {
+				mqbi_timer_fn fn = t->fn;
 				wheel_unlink(l, t);
-				t->armed = false;
+				t->fn = NULL;
 				l->ntimers--;
-				t->fn(l, t);
+				fn(l, t);
 			}
 			t = l->walk_next;
 		}

@@ -125,7 +125,7 @@ static mqb_err rehash(mqbi_strmap *m, size_t cap)
 	if (m->slots)
 		mqbi_free(m->alloc, m->slots);
 	m->slots = slots;
-	m->cap = cap;
+	m->cap = (uint32_t)cap;
 	m->used = m->count;
 	return MQB_OK;
 }
@@ -152,8 +152,10 @@ mqb_err mqbi_strmap_put(mqbi_strmap *m, const char *key, size_t len, void *value
 		m->slots[i].value = value;
 		return MQB_OK;
 	}
+	if (m->count >= UINT32_MAX / 4)
+		return MQB_ERR_RANGE;
 	/* Grow (or purge tombstones, or shrink) past 70% of slots in use. */
-	if ((m->used + 1) * 10 > m->cap * 7) {
+	if (((uint64_t)m->used + 1) * 10 > (uint64_t)m->cap * 7) {
 		mqb_err err = rehash(m, cap_for(m->count + 1));
 		if (err)
 			return err;
@@ -199,7 +201,7 @@ void *mqbi_strmap_remove(mqbi_strmap *m, const char *key, size_t len)
 
 void mqbi_strmap_shrink(mqbi_strmap *m)
 {
-	if (m->cap > MIN_CAP && m->count * 8 < m->cap)
+	if (m->cap > MIN_CAP && (uint64_t)m->count * 8 < m->cap)
 		(void)rehash(m, cap_for(m->count)); /* on failure the map simply stays large */
 }
 

@@ -20,9 +20,9 @@ typedef struct mqbi_strmap_slot {
 typedef struct mqbi_strmap {
 	const mqb_allocator *alloc;
 	mqbi_strmap_slot *slots;
-	size_t cap;   /* a power of two, or 0 */
-	size_t count; /* live entries */
-	size_t used;  /* live entries + tombstones */
+	uint32_t cap;   /* a power of two, or 0 */
+	uint32_t count; /* live entries */
+	uint32_t used;  /* live entries + tombstones */
 } mqbi_strmap;
 
 void mqbi_strmap_init(mqbi_strmap *m, const mqb_allocator *a);
