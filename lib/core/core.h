@@ -135,12 +135,12 @@ struct mqbi_pending_will {
 
 /* One of the session's subscriptions (also its route in the trie). */
 typedef struct mqbi_sub {
-	char *text; /* the filter as subscribed, "$share/g/a/#" included */
+	uint32_t sub_id;
 	uint16_t text_len;
 	uint16_t group_off, group_len; /* group name within text (len 0 = not shared) */
 	uint16_t filter_off, filter_len;
 	uint8_t options;
-	uint32_t sub_id;
+	char text[]; /* the filter as subscribed, "$share/g/a/#" included */
 } mqbi_sub;
 
 /* An in-process subscriber (mqb_subscribe) in place of a client. */

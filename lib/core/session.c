@@ -163,7 +163,6 @@ void mqbi_session_remove_all_subs(mqbi_session *s)
 		mqbi_trie_remove(trie, sub->text + sub->filter_off, sub->filter_len,
 		                 sub->text + sub->group_off, sub->group_len, s);
 		mqbi_strmap_remove(&s->subs, key, klen);
-		mqbi_free(a, sub->text);
 		mqbi_free(a, sub);
 	}
 }

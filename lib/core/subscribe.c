@@ -80,14 +80,13 @@ uint8_t mqbi_session_subscribe(mqbi_session *s, uint8_t level, mqbi_bytes text,
 		                     (o->retain_as_published ? MQBI_SUBOPT_RAP : 0) |
 		                     (o->retain_handling << 4));
 	if (!sub) {
-		sub = mqbi_calloc(&b->alloc, sizeof(*sub));
-		char *t = sub ? mqbi_strndup(&b->alloc, text.ptr, text.len) : NULL;
-		if (!t || mqbi_strmap_put(&s->subs, t, text.len, sub) != MQB_OK) {
-			mqbi_free(&b->alloc, t);
+		sub = mqbi_calloc(&b->alloc, sizeof(*sub) + text.len + 1);
+		if (sub)
+			memcpy(sub->text, text.ptr, text.len);
+		if (!sub || mqbi_strmap_put(&s->subs, sub->text, text.len, sub) != MQB_OK) {
 			mqbi_free(&b->alloc, sub);
 			return v5 ? MQBI_RC_IMPL_SPECIFIC : 0x80;
 		}
-		sub->text = t;
 		sub->text_len = (uint16_t)text.len;
 		sub->group_off = (uint16_t)(glen ? group - (const char *)text.ptr : 0);
 		sub->group_len = (uint16_t)glen;
@@ -102,7 +101,6 @@ uint8_t mqbi_session_subscribe(mqbi_session *s, uint8_t level, mqbi_bytes text,
 	                  sub->text + sub->group_off, sub->group_len, &r, NULL) != MQB_OK) {
 		if (*is_new) {
 			mqbi_strmap_remove(&s->subs, sub->text, sub->text_len);
-			mqbi_free(&b->alloc, sub->text);
 			mqbi_free(&b->alloc, sub);
 		}
 		return v5 ? MQBI_RC_IMPL_SPECIFIC : 0x80;
@@ -204,7 +202,6 @@ bool mqbi_session_unsubscribe(mqbi_session *s, const char *text, size_t len)
 		return false;
 	mqbi_trie_remove(b->trie, sub->text + sub->filter_off, sub->filter_len,
 	                 sub->text + sub->group_off, sub->group_len, s);
-	mqbi_free(&b->alloc, sub->text);
 	mqbi_free(&b->alloc, sub);
 	return true;
 }

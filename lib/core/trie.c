@@ -37,7 +37,12 @@ struct tnode {
 	struct tnode *plus;
 	struct tnode *hash;
 	mqbi_kids kids; /* exact children (struct tnode *) */
-	mqbi_route *routes;
+	/* A filter subscribed once (the common case) keeps its route in the
+	 * node; more routes go to an array whose capacity the count implies. */
+	union {
+		mqbi_route one; /* nroutes == 1 */
+		mqbi_route *arr;
+	} r;
 	struct tnode_ext *ext;
 	uint32_t nkids; /* count word of kids */
 	uint32_t nroutes;
@@ -154,7 +159,8 @@ static void ext_free(const mqb_allocator *a, struct tnode_ext *x)
 static void node_free(const mqb_allocator *a, struct tnode *n)
 {
 	mqbi_kids_free(a, &n->kids, n->nkids);
-	mqbi_free(a, n->routes);
+	if (n->nroutes > 1)
+		mqbi_free(a, n->r.arr);
 	if (n->ext)
 		ext_free(a, n->ext);
 	mqbi_free(a, n);
@@ -259,6 +265,18 @@ fail:
 
 /* ---- routes and their owner index --------------------------------------- */
 
+static inline mqbi_route *routes_of(struct tnode *n)
+{
+	return n->nroutes == 1 ? &n->r.one : n->r.arr;
+}
+
+static inline const mqbi_route *routes_of_c(const struct tnode *n)
+{
+	return n->nroutes == 1 ? &n->r.one : n->r.arr;
+}
+
+/* The owner index exists only with many routes, so they are in the array. */
+
 static uint32_t ridx_slot(const struct tnode *n, const void *owner)
 {
 	const struct tnode_ext *x = n->ext;
@@ -267,7 +285,7 @@ static uint32_t ridx_slot(const struct tnode *n, const void *owner)
 		uint32_t e = x->ridx[i];
 		if (!e)
 			return NOT_FOUND;
-		if (n->routes[e - 1].owner == owner)
+		if (n->r.arr[e - 1].owner == owner)
 			return i;
 	}
 }
@@ -291,7 +309,7 @@ static void ridx_del(struct tnode *n, uint32_t i)
 		uint32_t e = x->ridx[j];
 		if (!e)
 			break;
-		uint32_t home = ptr_hash(n->routes[e - 1].owner) & mask;
+		uint32_t home = ptr_hash(n->r.arr[e - 1].owner) & mask;
 		bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
 		if (stays)
 			continue;
@@ -317,7 +335,7 @@ static mqb_err ridx_build(const mqb_allocator *a, struct tnode *n, uint32_t coun
 	x->ridx = tab;
 	x->ridx_cap = (uint32_t)cap;
 	for (uint32_t i = 0; i < count; i++)
-		ridx_put(x, n->routes[i].owner, i);
+		ridx_put(x, n->r.arr[i].owner, i);
 	return MQB_OK;
 }
 
@@ -327,8 +345,9 @@ static uint32_t route_find(const struct tnode *n, const void *owner)
 		uint32_t s = ridx_slot(n, owner);
 		return s == NOT_FOUND ? NOT_FOUND : n->ext->ridx[s] - 1;
 	}
+	const mqbi_route *rt = routes_of_c(n);
 	for (uint32_t i = 0; i < n->nroutes; i++) {
-		if (n->routes[i].owner == owner)
+		if (rt[i].owner == owner)
 			return i;
 	}
 	return NOT_FOUND;
@@ -338,19 +357,28 @@ static mqb_err route_add(mqbi_trie *t, struct tnode *n, const mqbi_route *r, boo
 {
 	uint32_t i = route_find(n, r->owner);
 	if (i != NOT_FOUND) {
-		n->routes[i].sub_id = r->sub_id;
-		n->routes[i].options = r->options;
+		mqbi_route *rt = routes_of(n);
+		rt[i].sub_id = r->sub_id;
+		rt[i].options = r->options;
 		*replaced = true;
 		return MQB_OK;
 	}
 	if (n->nroutes == UINT32_MAX - 1)
 		return MQB_ERR_NOMEM;
-	mqbi_route *arr = mqbi_array_reserve(t->a, n->routes, n->nroutes, sizeof(*arr));
-	if (!arr)
-		return MQB_ERR_NOMEM;
-	n->routes = arr;
 	uint32_t count = n->nroutes + 1;
-	arr[count - 1] = *r;
+	if (count == 1) {
+		n->r.one = *r;
+	} else {
+		mqbi_route *arr = count == 2 ? mqbi_malloc(t->a, 2 * sizeof(*arr))
+		                             : mqbi_array_reserve(t->a, n->r.arr, n->nroutes,
+		                                                  sizeof(*arr));
+		if (!arr)
+			return MQB_ERR_NOMEM;
+		if (count == 2)
+			arr[0] = n->r.one;
+		arr[count - 1] = *r;
+		n->r.arr = arr;
+	}
 	struct tnode_ext *x = n->ext;
 	if (count >= RIDX_MIN || (x && x->ridx)) {
 		x = ext_get(t->a, n);
@@ -376,12 +404,13 @@ static mqb_err route_del(mqbi_trie *t, struct tnode *n, const void *owner)
 		return MQB_ERR_NOTFOUND;
 	uint32_t last = n->nroutes - 1;
 	struct tnode_ext *x = n->ext;
+	mqbi_route *rt = routes_of(n);
 	if (x && x->ridx) {
 		ridx_del(n, ridx_slot(n, owner));
 		if (i != last)
-			x->ridx[ridx_slot(n, n->routes[last].owner)] = i + 1;
+			x->ridx[ridx_slot(n, rt[last].owner)] = i + 1;
 	}
-	n->routes[i] = n->routes[last];
+	rt[i] = rt[last];
 	n->nroutes = last;
 	if (x && x->ridx && last < RIDX_MIN / 2) {
 		mqbi_free(t->a, x->ridx);
@@ -389,7 +418,13 @@ static mqb_err route_del(mqbi_trie *t, struct tnode *n, const void *owner)
 		x->ridx_cap = 0;
 		ext_release_if_empty(t->a, n);
 	}
-	n->routes = mqbi_array_trim(t->a, n->routes, last, sizeof(*n->routes));
+	if (last == 1) {
+		mqbi_route keep = rt[0];
+		mqbi_free(t->a, rt);
+		n->r.one = keep;
+	} else if (last > 1) {
+		n->r.arr = mqbi_array_trim(t->a, rt, last, sizeof(*rt));
+	}
 	return MQB_OK;
 }
 
@@ -605,8 +640,9 @@ mqb_err mqbi_trie_remove(mqbi_trie *t, const char *filter, size_t flen, const ch
 static void visit(const struct tnode *n, const mqbi_trie_visitor *v)
 {
 	if (v->route) {
+		const mqbi_route *rt = routes_of_c(n);
 		for (uint32_t i = 0; i < n->nroutes; i++)
-			v->route(v->user, &n->routes[i]);
+			v->route(v->user, &rt[i]);
 	}
 	if (n->ext && v->group) {
 		for (uint32_t i = 0; i < n->ext->ngroups; i++)
@@ -679,8 +715,9 @@ size_t mqbi_trie_filter_count(mqbi_trie *t)
 static void walk_node(const struct tnode *n, const char *f, size_t flen, mqbi_trie_walk_fn fn,
                       void *user)
 {
+	const mqbi_route *rt = routes_of_c(n);
 	for (uint32_t i = 0; i < n->nroutes; i++)
-		fn(user, f, flen, NULL, 0, &n->routes[i]);
+		fn(user, f, flen, NULL, 0, &rt[i]);
 	if (!n->ext)
 		return;
 	for (uint32_t i = 0; i < n->ext->ngroups; i++) {

@@ -227,7 +227,7 @@ def summarize(res):
         return {'ok': False, 'error': res.get('error')}
     keys = ['ok', 'rate_in', 'rate_out', 'sent', 'received', 'expected', 'lost', 'duplicated',
             'out_of_order', 'unacked', 'error', 'exit', 'rss_before', 'rss_after', 'rss_per_conn',
-            'broker_crashed']
+            'broker_crashed', 'machine_jitter']
     d = {k: res.get(k) for k in keys if k in res}
     d['lat'] = res.get('latency_us')
     d['tool_cpu_pct'] = res.get('tool_cpu', {}).get('pct')
@@ -236,6 +236,20 @@ def summarize(res):
     if 'offered' in res:
         d['offered'] = res['offered']
     return d
+
+
+def machine_jitter(cfg, seconds=2):
+    """The machine's own wake-up lateness on both CPUs at once, just before a
+    latency run: the floor under the S5 figures (see mqb-bench jitter)."""
+    procs = [subprocess.Popen([cfg['tool'], 'jitter', '-d', str(seconds), '--cpu', cpu, '--json'],
+                              stdout=subprocess.PIPE, text=True) for cpu in ('0', '1')]
+    out = {}
+    for cpu, p in zip(('0', '1'), procs):
+        try:
+            out['cpu' + cpu] = json.loads(p.communicate(timeout=seconds + 10)[0])
+        except (ValueError, subprocess.TimeoutExpired):
+            p.kill()
+    return out
 
 
 def one_run(kind, sid, cfg, rate=None):
@@ -266,7 +280,10 @@ def one_run(kind, sid, cfg, rate=None):
             if res.get('rss_after') and res.get('rss_before'):
                 res['rss_per_conn'] = (res['rss_after'] - res['rss_before']) / cfg['s8_conns']
         else:
+            jitter = machine_jitter(cfg) if sid == 'S5' else None
             res = run_tool(cfg, scenario_args(sid, cfg, rate), port, timeout)
+            if jitter:
+                res['machine_jitter'] = jitter
             if rate is not None:
                 res['offered'] = rate if sid == 'S1' else rate * 1000
     finally:
@@ -576,6 +593,17 @@ def main():
                 ratio(sid, o.get('figure'), m.get('figure')) if o and m else '', counts(o), counts(m),
                 cpu(o), cpu(m)))
         lines.append('')
+    # S5 per run, with what the idle machine itself added just before it
+    for pname, P in report['passes'].items():
+        for kind, sc in P.get('S5', {}).items():
+            for i, r in enumerate(sc.get('runs', [])):
+                lat, jit = r.get('lat') or {}, r.get('machine_jitter') or {}
+                j = ', '.join('CPU %s p99.9 %.0f us, max %.0f us, %.1f stalls > 1 ms/s' % (
+                    c[-1], v['jitter_us']['p999'], v['jitter_us']['max'],
+                    v['stalls_over_1ms_per_s']) for c, v in sorted(jit.items()))
+                lines.append('S5 %s %s run %d: p50/p99/p99.9 %s/%s/%s us; machine before it: %s' % (
+                    pname, kind, i + 1, lat.get('p50'), lat.get('p99'), lat.get('p999'), j or 'n/a'))
+    lines.append('')
     lines.append('Elapsed: %.0f s' % report['elapsed_s'])
     md = '\n'.join(lines) + '\n'
     stamp = datetime.datetime.utcnow().strftime('%Y%m%dT%H%M%SZ')

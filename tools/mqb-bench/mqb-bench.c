@@ -180,6 +180,7 @@ static struct opts {
 	const char *prefix;
 	double setup_timeout;
 	double tick_us; /* < 0: automatic */
+	int extra_subs; /* per subscriber, filters that are never published to */
 } O = {
         .host = "127.0.0.1",
         .port = 1883,
@@ -226,7 +227,8 @@ typedef struct conn {
 	uint64_t *pid_map; /* 65536 bits, QoS > 0 */
 	uint32_t rot;      /* spread: next target */
 	/* subscriber */
-	uint32_t *last_seq; /* per publisher */
+	uint32_t *last_seq;     /* per publisher */
+	uint32_t subacks_due;   /* SUBACKs still expected during setup */
 } conn;
 
 typedef struct worker {
@@ -368,6 +370,37 @@ static void expand(char *dst, size_t cap, const char *tmpl, uint32_t idx)
 			dst[o++] = *s;
 	}
 	dst[o] = 0;
+}
+
+/* Ballast for scale runs (--extra-subs): K more filters per subscriber,
+ * "ballast/<subscriber>/<k>", EXTRA_PER_PACKET to a SUBSCRIBE, before the
+ * real one. Only their SUBACKs come back. */
+#define EXTRA_PER_PACKET 500
+
+static void send_extra_subscribes(worker *w, conn *c)
+{
+	char f[64];
+	for (int k0 = 0; k0 < O.extra_subs; k0 += EXTRA_PER_PACKET) {
+		int n = O.extra_subs - k0 < EXTRA_PER_PACKET ? O.extra_subs - k0 : EXTRA_PER_PACKET;
+		uint32_t rl = 2 + (O.ver == 5 ? 1 : 0);
+		for (int k = k0; k < k0 + n; k++)
+			rl += 2 + (uint32_t)snprintf(f, sizeof f, "ballast/%u/%d", c->idx, k) + 1;
+		out_reserve(c, rl + 5);
+		uint8_t *p = c->out + c->out_len;
+		*p++ = 0x82;
+		p = putvar(p, rl);
+		p = put16(p, 2);
+		if (O.ver == 5)
+			*p++ = 0;
+		for (int k = k0; k < k0 + n; k++) {
+			int fl = snprintf(f, sizeof f, "ballast/%u/%d", c->idx, k);
+			p = putstr(p, f, (uint16_t)fl);
+			*p++ = 0;
+		}
+		c->out_len = (uint32_t)(p - c->out);
+		c->subacks_due++;
+	}
+	mark_dirty(w, c);
 }
 
 static void send_subscribe(worker *w, conn *c)
@@ -647,7 +680,9 @@ static bool handle_input(worker *w, conn *c, uint64_t now)
 				h_add(&w->conn_lat, now - c->t_conn);
 				if (c->role == R_SUB) {
 					c->state = S_WAIT_SUBACK;
+					send_extra_subscribes(w, c);
 					send_subscribe(w, c);
+					c->subacks_due++;
 				} else {
 					c->state = S_READY;
 					INC(w->ready, 1);
@@ -674,7 +709,7 @@ static bool handle_input(worker *w, conn *c, uint64_t now)
 				conn_fail(w, c, m);
 				return false;
 			}
-			if (c->state == S_WAIT_SUBACK) {
+			if (c->state == S_WAIT_SUBACK && --c->subacks_due == 0) {
 				c->state = S_READY;
 				INC(w->ready, 1);
 			}
@@ -949,7 +984,7 @@ static void *worker_main(void *arg)
 static void usage(void)
 {
 	printf("Usage: mqb-bench MODE [OPTIONS]\n"
-	       "MODE: conn | pub | sub | --scenario fan-in|fan-out|p2p|shared|spread\n\n"
+	       "MODE: conn | pub | sub | jitter | --scenario fan-in|fan-out|p2p|shared|spread\n\n"
 	       "  -H, --host ADDR        broker address, 127.0.0.0/8 only (default 127.0.0.1)\n"
 	       "  -p, --port PORT        broker port (1883)\n"
 	       "  -V, --version 4|5      MQTT 3.1.1 or 5 (4)\n"
@@ -979,7 +1014,9 @@ static void usage(void)
 	       "      --id-prefix P      client id prefix (mqb-PID)\n"
 	       "      --tick US          open-loop pacing granularity; default exact up to 50k "
 	       "msg/s\n"
-	       "                         per thread, else min(2000, 8 intervals) us\n");
+	       "                         per thread, else min(2000, 8 intervals) us\n"
+	       "      --extra-subs K     scale runs: every subscriber also subscribes K filters\n"
+	       "                         that nothing is published to (ballast/<sub>/<k>)\n");
 }
 
 static void parse_cpus(const char *s)
@@ -1078,6 +1115,42 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* `jitter`: what the machine itself adds to latency figures. Sleeps 100 us at
+ * a time for the duration (on --cpu if given) and reports how late it woke:
+ * the floor under any open-loop latency measured on these CPUs. */
+static int jitter_probe(void)
+{
+	if (O.ncpus)
+		set_affinity(O.cpus[0]);
+	prctl(PR_SET_TIMERSLACK, 1UL);
+	hist h;
+	memset(&h, 0, sizeof h);
+	uint64_t t0 = now_ns(), end = t0 + (uint64_t)(O.duration * 1e9);
+	uint64_t stalls = 0, n = 0;
+	for (uint64_t t = t0; t < end; n++) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+		uint64_t t2 = now_ns();
+		uint64_t late = t2 - t > 100000 ? t2 - t - 100000 : 0;
+		h_add(&h, late);
+		if (late > 1000000)
+			stalls++;
+		t = t2;
+	}
+	double secs = (now_ns() - t0) / 1e9;
+	if (O.json)
+		printf("{\"jitter_us\":{\"count\":%" PRIu64 ",\"p50\":%.1f,\"p99\":%.1f,"
+		       "\"p999\":%.1f,\"max\":%.1f},\"stalls_over_1ms_per_s\":%.2f}\n",
+		       n, h_pct(&h, 50) / 1e3, h_pct(&h, 99) / 1e3, h_pct(&h, 99.9) / 1e3,
+		       h.max / 1e3, stalls / secs);
+	else
+		printf("wake-up lateness over %.1f s (%" PRIu64 " sleeps of 100 us): p50 %.1f us "
+		       "p99 %.1f us p99.9 %.1f us max %.1f us; stalls > 1 ms: %.2f/s\n",
+		       secs, n, h_pct(&h, 50) / 1e3, h_pct(&h, 99) / 1e3, h_pct(&h, 99.9) / 1e3,
+		       h.max / 1e3, stalls / secs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct option lo[] = {{"host", 1, 0, 'H'},
@@ -1108,6 +1181,7 @@ int main(int argc, char **argv)
 	                             {"setup-timeout", 1, 0, 1013},
 	                             {"help", 0, 0, 'h'},
 	                             {"tick", 1, 0, 1014},
+	                             {"extra-subs", 1, 0, 1015},
 	                             {0, 0, 0, 0}};
 	O.mode = -1;
 	int ch;
@@ -1200,6 +1274,11 @@ int main(int argc, char **argv)
 		case 1014:
 			O.tick_us = atof(optarg);
 			break;
+		case 1015:
+			O.extra_subs = atoi(optarg);
+			if (O.extra_subs < 0)
+				die("--extra-subs must be >= 0");
+			break;
 		case 'h':
 			usage();
 			return 0;
@@ -1215,6 +1294,8 @@ int main(int argc, char **argv)
 			O.mode = M_PUB;
 		else if (!strcmp(argv[i], "sub"))
 			O.mode = M_SUB;
+		else if (!strcmp(argv[i], "jitter"))
+			return jitter_probe();
 		else
 			die("unknown argument '%s' (try --help)", argv[i]);
 	}
