@@ -125,12 +125,12 @@ void mqbi_client_timer_fn(mqbi_loop *l, mqbi_timer *t)
 		return;
 	/* [MQTT-3.1.2-22]: one and a half times the keep alive (configurable). */
 	uint64_t limit = (uint64_t)c->keepalive * mqbi_lim(b)->keepalive_backoff;
-	uint64_t now = mqbi_loop_now(l);
-	if (now - c->last_rx >= limit) {
+	uint32_t idle = (uint32_t)mqbi_loop_now(l) - c->last_rx; /* wraps: see last_rx */
+	if (idle >= limit) {
 		mqbi_client_disconnect(c, MQBI_RC_KEEPALIVE_TIMEOUT, "keep alive timeout");
 		return;
 	}
-	mqbi_timer_start(l, t, c->last_rx + limit - now, mqbi_client_timer_fn);
+	mqbi_timer_start(l, t, limit - idle, mqbi_client_timer_fn);
 }
 
 /* ---- Moving a connection to its session's home worker ------------------- */
@@ -884,7 +884,7 @@ long mqbi_client_process(mqbi_client *c, const uint8_t *buf, size_t len)
 			}
 			return -1;
 		}
-		c->last_rx = mqbi_loop_now(w->loop);
+		c->last_rx = (uint32_t)mqbi_loop_now(w->loop);
 		MQBI_COUNT(w->m.packets_received, 1);
 		if (dispatch(c, &pkt, buf + pos, used, len - pos))
 			return -1; /* moved: another worker owns it now */

@@ -242,6 +242,26 @@ typedef struct mqbi_aliases {
 /* The connection's aliases, made on first use; NULL when out of memory. */
 mqbi_aliases *mqbi_client_aliases(mqbi_client *c);
 
+/* A large payload waiting to be written by reference, after the first `at`
+ * bytes of the output buffer (conn.c: output). */
+typedef struct mqbi_outref {
+	uint32_t at;
+	mqbi_msg *msg; /* a reference, held until the payload is written */
+} mqbi_outref;
+
+typedef struct mqbi_outrefs {
+	mqbi_outref *v;
+	uint32_t head, count, cap;
+	uint32_t sent;  /* bytes of v[head]'s payload already written */
+	uint64_t bytes; /* payload bytes of the pending references */
+} mqbi_outrefs;
+
+/* Payloads of at least this many bytes are written by reference, not copied. */
+#define MQBI_ZEROCOPY_MIN 1024u
+
+/* Queues m's payload to follow what was committed so far (by reference). */
+bool mqbi_client_out_ref(mqbi_client *c, mqbi_msg *m);
+
 typedef struct mqbi_pending_connect {
 	struct mqb_auth_ticket *ticket; /* the hook's pending answer, or NULL */
 	size_t len;
@@ -261,12 +281,13 @@ struct mqbi_client {
 	char *username;
 	uint8_t *rbuf; /* input: a private buffer only while a packet is partly read */
 	uint8_t *wbuf; /* output: a private buffer only while output is pending */
-	uint64_t last_rx;
 	mqbi_timer timer;               /* idle (CONNECT) timeout, then keepalive */
 	mqbi_aliases *aliases;          /* MQTT 5 topic aliases, made with the first */
 	mqbi_msg *will;                 /* the will of this connection */
 	char *auth_method;              /* enhanced authentication, kept for re-authentication */
 	mqbi_pending_connect *pending;  /* while authenticating */
+	mqbi_outrefs *refs;             /* large payloads pending by reference, with wbuf */
+	uint32_t last_rx; /* loop time (ms), truncated: only differences below 49 days count */
 	uint32_t rlen, rcap;
 	uint32_t wlen, wcap, woff;
 	int fd;
@@ -353,7 +374,8 @@ struct mqbi_worker {
 	bool thread_started;
 	mqbi_strmap sessions; /* client id -> session homed here */
 	mqbi_client *clients; /* list of live clients */
-	mqbi_client *dirty;   /* clients with output to flush */
+	mqbi_client *dirty;   /* clients with output to flush, in the order they got it */
+	mqbi_client **dirty_tail; /* where the next one is linked (valid while dirty != NULL) */
 	mqbi_client *dead;    /* closed clients, freed before the loop sleeps */
 	mqbi_xbatch **outbox; /* [nworkers] pending cross-worker deliveries */
 	/* Spent batches: the free list (this worker only) and the stack other

@@ -90,7 +90,9 @@ bool mqbi_send_publish(mqbi_client *c, mqbi_delivery *d)
 		         m->topic);
 		return false;
 	}
-	uint8_t *p = mqbi_client_out_reserve(c, total);
+	/* A large payload is not copied: it follows by reference (writev). */
+	bool by_ref = m->payload_len >= MQBI_ZEROCOPY_MIN;
+	uint8_t *p = mqbi_client_out_reserve(c, by_ref ? total - m->payload_len : total);
 	if (!p)
 		return false;
 	uint8_t *start = p;
@@ -126,9 +128,18 @@ bool mqbi_send_publish(mqbi_client *c, mqbi_delivery *d)
 		memcpy(p, m->props, m->props_len);
 		p += m->props_len;
 	}
-	memcpy(p, m->payload, m->payload_len);
-	p += m->payload_len;
-	mqbi_client_out_commit(c, (size_t)(p - start));
+	if (by_ref) {
+		mqbi_client_out_commit(c, (size_t)(p - start));
+		if (!mqbi_client_out_ref(c, (mqbi_msg *)m)) {
+			/* The header went out without its payload: the stream is broken. */
+			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+			return false;
+		}
+	} else {
+		memcpy(p, m->payload, m->payload_len);
+		p += m->payload_len;
+		mqbi_client_out_commit(c, (size_t)(p - start));
+	}
 	MQBI_COUNT(w->m.messages_sent, 1);
 	return true;
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -165,7 +166,7 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	bool local_loopback;
 	format_peer(fd, peer, sizeof peer, &local_loopback);
 	size_t peer_size = strlen(peer) + 1;
-	mqbi_client *c = mqbi_calloc(&b->alloc, sizeof(*c) + peer_size);
+	mqbi_client *c = mqbi_calloc(&b->alloc, offsetof(mqbi_client, peer) + peer_size);
 	if (!c) {
 		mqbi_log(b, MQB_LOG_ERROR, "net", NULL, "out of memory accepting a connection");
 		close(fd);
@@ -175,7 +176,7 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	c->listener = ls;
 	c->fd = fd;
 	c->state = MQBI_CS_CONNECTING;
-	c->last_rx = mqbi_loop_now(w->loop);
+	c->last_rx = (uint32_t)mqbi_loop_now(w->loop);
 	memcpy(c->peer, peer, peer_size);
 	c->local_loopback = local_loopback;
 	if (mqbi_loop_watch(w->loop, fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
@@ -193,7 +194,7 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 void mqbi_client_pause(mqbi_client *c)
 {
 	/* Output still waiting for room keeps going. */
-	unsigned ev = c->woff < c->wlen ? MQBI_EV_WRITE : 0;
+	unsigned ev = mqbi_client_out_pending(c) ? MQBI_EV_WRITE : 0;
 	mqbi_loop_watch(c->w->loop, c->fd, ev, on_io, c);
 }
 
@@ -252,11 +253,101 @@ bool mqbi_client_detach_for_move(mqbi_client *c, const uint8_t *from, size_t len
 		mqbi_client **pp = &c->w->dirty;
 		while (*pp && *pp != c)
 			pp = &(*pp)->dirty_next;
-		if (*pp)
+		if (*pp) {
 			*pp = c->dirty_next;
+			if (!c->dirty_next)
+				c->w->dirty_tail = pp;
+		}
 		c->dirty = false;
 	}
 	return true;
+}
+
+/* ---- Output: the output buffer, and large payloads by reference ----------
+ *
+ * Everything a connection is sent is encoded into its output buffer, except
+ * the payloads of at least MQBI_ZEROCOPY_MIN bytes: the PUBLISH up to its
+ * payload goes into the buffer and the payload is written from the shared
+ * message with writev (c->refs, in buffer order: refs[k] follows the first
+ * `at` bytes of the buffer). Small payloads are cheaper to copy. */
+
+static mqbi_outref *ref_head(const mqbi_client *c)
+{
+	return c->refs && c->refs->count ? &c->refs->v[c->refs->head] : NULL;
+}
+
+static void refs_free(mqbi_client *c)
+{
+	mqbi_outrefs *r = c->refs;
+	if (!r)
+		return;
+	const mqb_allocator *a = &c->w->broker->alloc;
+	for (uint32_t k = 0; k < r->count; k++)
+		mqbi_msg_unref(a, r->v[r->head + k].msg);
+	mqbi_free(a, r->v);
+	mqbi_free(a, r);
+	c->refs = NULL;
+}
+
+static size_t out_left(const mqbi_client *c)
+{
+	return c->wlen - c->woff + (c->refs ? c->refs->bytes - c->refs->sent : 0);
+}
+
+/* At most this many pieces per writev. */
+#define OUT_IOV 64
+
+/* Writes once what is pending, in order. */
+static ssize_t out_send(mqbi_client *c, int flags)
+{
+	const mqbi_outrefs *r = c->refs;
+	if (!r || !r->count)
+		return send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL | flags);
+	struct iovec iov[OUT_IOV];
+	int n = 0;
+	uint32_t pos = c->woff;
+	uint32_t k;
+	for (k = 0; k < r->count && n + 2 <= OUT_IOV; k++) {
+		const mqbi_outref *o = &r->v[r->head + k];
+		if (o->at > pos)
+			iov[n++] = (struct iovec){c->wbuf + pos, o->at - pos};
+		pos = o->at;
+		uint32_t skip = k == 0 ? r->sent : 0;
+		iov[n++] = (struct iovec){(uint8_t *)o->msg->payload + skip, o->msg->payload_len - skip};
+	}
+	if (k == r->count && pos < c->wlen)
+		iov[n++] = (struct iovec){c->wbuf + pos, c->wlen - pos}; /* room: n <= OUT_IOV - 1 */
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+	return sendmsg(c->fd, &mh, MSG_NOSIGNAL | flags);
+}
+
+/* Accounts for n bytes written. */
+static void out_advance(mqbi_client *c, size_t n)
+{
+	MQBI_COUNT(c->w->m.bytes_sent, (uint64_t)n);
+	mqbi_outref *o;
+	while (n && (o = ref_head(c)) != NULL) {
+		if (c->woff < o->at) {
+			uint32_t step = o->at - c->woff < n ? o->at - c->woff : (uint32_t)n;
+			c->woff += step;
+			n -= step;
+			continue;
+		}
+		mqbi_outrefs *r = c->refs;
+		uint32_t step = o->msg->payload_len - r->sent < n ? o->msg->payload_len - r->sent
+		                                                  : (uint32_t)n;
+		r->sent += step;
+		n -= step;
+		if (r->sent == o->msg->payload_len) {
+			r->bytes -= o->msg->payload_len;
+			r->sent = 0;
+			mqbi_msg_unref(&c->w->broker->alloc, o->msg);
+			r->head++;
+			if (--r->count == 0)
+				r->head = 0;
+		}
+	}
+	c->woff += (uint32_t)n;
 }
 
 uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
@@ -267,6 +358,8 @@ uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
 		if (c->woff) {
 			memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
 			c->wlen -= c->woff;
+			for (uint32_t k = 0; c->refs && k < c->refs->count; k++)
+				c->refs->v[c->refs->head + k].at -= c->woff;
 			c->woff = 0;
 		}
 		if (!iobuf_ensure(c->w, &c->wbuf, &c->wcap, c->wlen, (size_t)c->wlen + n))
@@ -278,9 +371,14 @@ uint8_t *mqbi_client_out_reserve(mqbi_client *c, size_t n)
 void mqbi_client_mark_dirty(mqbi_client *c)
 {
 	if (!c->dirty) {
+		/* First dirtied, first flushed: a delivery written before the
+		 * PUBACK to its publisher also reaches the socket before it. */
+		mqbi_worker *w = c->w;
+		mqbi_client **tail = w->dirty ? w->dirty_tail : &w->dirty;
 		c->dirty = true;
-		c->dirty_next = c->w->dirty;
-		c->w->dirty = c;
+		c->dirty_next = NULL;
+		*tail = c;
+		w->dirty_tail = &c->dirty_next;
 	}
 }
 
@@ -293,13 +391,11 @@ void mqbi_client_mark_dirty(mqbi_client *c)
  * regular flush, which may close the client safely). */
 static void try_write(mqbi_client *c)
 {
-	while (c->woff < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
-		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (out_left(c)) {
+		ssize_t n = out_send(c, MSG_DONTWAIT);
 		if (n <= 0)
 			return;
-		c->woff += (uint32_t)n;
-		MQBI_COUNT(c->w->m.bytes_sent, (uint64_t)n);
+		out_advance(c, (size_t)n);
 	}
 	c->woff = c->wlen = 0;
 }
@@ -309,13 +405,42 @@ void mqbi_client_out_commit(mqbi_client *c, size_t n)
 	c->wlen += (uint32_t)n; /* n <= what out_reserve made room for */
 	MQBI_COUNT(c->w->m.packets_sent, 1);
 	mqbi_client_mark_dirty(c);
-	if (c->wlen - c->woff >= MQBI_EAGER_FLUSH)
+	if (out_left(c) >= MQBI_EAGER_FLUSH)
 		try_write(c);
+}
+
+bool mqbi_client_out_ref(mqbi_client *c, mqbi_msg *m)
+{
+	const mqb_allocator *a = &c->w->broker->alloc;
+	mqbi_outrefs *r = c->refs;
+	if (!r) {
+		r = c->refs = mqbi_calloc(a, sizeof(*r));
+		if (!r)
+			return false;
+	}
+	if (r->head + r->count == r->cap) {
+		if (r->head) {
+			memmove(r->v, r->v + r->head, sizeof(*r->v) * r->count);
+			r->head = 0;
+		} else {
+			uint32_t cap = r->cap ? r->cap * 2 : 8;
+			mqbi_outref *v = mqbi_realloc(a, r->v, sizeof(*v) * cap);
+			if (!v)
+				return false;
+			r->v = v;
+			r->cap = cap;
+		}
+	}
+	r->v[r->head + r->count++] = (mqbi_outref){c->wlen, mqbi_msg_ref(m)};
+	r->bytes += m->payload_len;
+	if (out_left(c) >= MQBI_EAGER_FLUSH)
+		try_write(c);
+	return true;
 }
 
 size_t mqbi_client_out_pending(const mqbi_client *c)
 {
-	return c->wlen - c->woff;
+	return out_left(c);
 }
 
 /* A held publisher (flow control) is not read. */
@@ -328,11 +453,10 @@ static unsigned read_interest(const mqbi_client *c)
 static bool client_flush(mqbi_client *c)
 {
 	mqbi_worker *w = c->w;
-	while (c->woff < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+	while (out_left(c)) {
+		ssize_t n = out_send(c, 0);
 		if (n > 0) {
-			c->woff += (uint32_t)n;
-			MQBI_COUNT(w->m.bytes_sent, (uint64_t)n);
+			out_advance(c, (size_t)n);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -354,6 +478,7 @@ static bool client_flush(mqbi_client *c)
 	iobuf_put(w, c->wbuf, c->wcap);
 	c->wbuf = NULL;
 	c->wlen = c->wcap = c->woff = 0;
+	refs_free(c);
 	mqbi_loop_watch(w->loop, c->fd, read_interest(c), on_io, c);
 	/* Deliveries that waited for room go out now. */
 	if (c->session && c->session->queue.count && c->state == MQBI_CS_CONNECTED)
@@ -367,6 +492,7 @@ void mqbi_worker_flush(mqbi_worker *w)
 	while (w->dirty) {
 		mqbi_client *list = w->dirty;
 		w->dirty = NULL;
+		w->dirty_tail = &w->dirty;
 		while (list) {
 			mqbi_client *c = list;
 			list = c->dirty_next;
@@ -489,9 +615,8 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 	c->state = MQBI_CS_CLOSING;
 	c->disconnect_reason = reason;
 	/* Best effort: hand what is pending (e.g. a DISCONNECT) to the kernel. */
-	if (c->woff < c->wlen)
-		(void)!send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
-		            MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (out_left(c))
+		(void)!out_send(c, MSG_DONTWAIT);
 	mqbi_timer_stop(w->loop, &c->timer);
 	mqbi_client_forget_ticket(c);
 	if (c->held)
@@ -594,6 +719,7 @@ void mqbi_client_free(mqbi_client *c)
 	}
 	iobuf_put(w, c->rbuf, c->rcap);
 	iobuf_put(w, c->wbuf, c->wcap);
+	refs_free(c);
 	if (!c->id_borrowed)
 		mqbi_free(a, c->client_id);
 	mqbi_free(a, c->username);
