@@ -215,7 +215,7 @@ def main():
                     help='ballast subscriptions per subscriber (1000 x 1000 = 1M in all)')
     ap.add_argument('--retained', type=int, default=1000000)
     ap.add_argument('--connections', type=int, default=10000)
-    ap.add_argument('--connect-rate', type=int, default=20000)
+    ap.add_argument('--connect-rate', type=int, default=50000)
     ap.add_argument('--window', default='5')
     ap.add_argument('--build', default=os.environ.get('MQB_BUILD', os.path.join(bench.ROOT, 'build')))
     ap.add_argument('--mosquitto', default='/usr/sbin/mosquitto')
