@@ -131,7 +131,7 @@ void mqbi_bp_update(mqbi_session *s)
 			flow = MQBI_FLOW_CONGESTED;
 		else
 			flow = 0;
-	} while (flow != old && !atomic_compare_exchange_weak_explicit(
-	                                &s->flow, &old, flow, memory_order_relaxed,
-	                                memory_order_relaxed));
+	} while (flow != old &&
+	         !atomic_compare_exchange_weak_explicit(&s->flow, &old, flow, memory_order_relaxed,
+	                                                memory_order_relaxed));
 }

@@ -253,7 +253,8 @@ static void ticket_run(mqbi_loop *l, mqbi_inbox_item *it)
 	mqbi_dec_ctx ctx = {.from_client = true,
 	                    .max_packet_size = mqbi_lim(c->w->broker)->max_packet_size};
 	c->state = MQBI_CS_CONNECTING;
-	if (mqbi_decode(c->pending->raw, c->pending->len, &ctx, &pkt, &used, &reason) != MQBI_DEC_OK)
+	if (mqbi_decode(c->pending->raw, c->pending->len, &ctx, &pkt, &used, &reason) !=
+	    MQBI_DEC_OK)
 		return mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
 	apply_auth_verdict(c, &pkt.u.connect, v);
 	/* Packets the client sent after its CONNECT waited until now. */

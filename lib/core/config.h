@@ -40,7 +40,7 @@ typedef enum mqbi_cfg_key {
 	MQBI_K_MAX_MQUEUE_BYTES,  /* mqtt.max_mqueue_bytes           size    0 = unlimited */
 	MQBI_K_BACKPRESSURE_QUEUE_LEN, /* mqtt.backpressure_queue_len int    500 (0 = off) */
 	MQBI_K_BACKPRESSURE_MAX_HOLD,  /* mqtt.backpressure_max_hold  duration 1s */
-	MQBI_K_MQUEUE_STORE_QOS0, /* mqtt.mqueue_store_qos0          bool    true */
+	MQBI_K_MQUEUE_STORE_QOS0,      /* mqtt.mqueue_store_qos0          bool    true */
 	MQBI_K_SESSION_EXPIRY, /* mqtt.session_expiry_interval    duration 2h: for 3.x clients with
 	                          clean session = 0 */
 	MQBI_K_MAX_SESSION_EXPIRY, /* mqtt.max_session_expiry         duration 0 = no cap (v5

@@ -179,9 +179,9 @@ struct mqbi_session {
 	uint8_t level; /* protocol level of the last connection */
 	_Atomic bool online;
 	_Atomic uint8_t flow; /* MQBI_FLOW_* (backpressure.c), read by every worker */
-	bool ended : 1;  /* removed from the table and the trie; only refs keep it */
-	bool listed : 1; /* in the worker's session table (false for host sessions) */
-	bool host : 1;   /* an in-process subscriber: see mqbi_session_host() */
+	bool ended : 1;       /* removed from the table and the trie; only refs keep it */
+	bool listed : 1;      /* in the worker's session table (false for host sessions) */
+	bool host : 1;        /* an in-process subscriber: see mqbi_session_host() */
 	char client_id[];
 };
 
@@ -279,14 +279,14 @@ struct mqbi_client {
 	mqbi_session *session;
 	char *client_id; /* set from CONNECT (the session's id once attached) */
 	char *username;
-	uint8_t *rbuf; /* input: a private buffer only while a packet is partly read */
-	uint8_t *wbuf; /* output: a private buffer only while output is pending */
-	mqbi_timer timer;               /* idle (CONNECT) timeout, then keepalive */
-	mqbi_aliases *aliases;          /* MQTT 5 topic aliases, made with the first */
-	mqbi_msg *will;                 /* the will of this connection */
-	char *auth_method;              /* enhanced authentication, kept for re-authentication */
-	mqbi_pending_connect *pending;  /* while authenticating */
-	mqbi_outrefs *refs;             /* large payloads pending by reference, with wbuf */
+	uint8_t *rbuf;         /* input: a private buffer only while a packet is partly read */
+	uint8_t *wbuf;         /* output: a private buffer only while output is pending */
+	mqbi_timer timer;      /* idle (CONNECT) timeout, then keepalive */
+	mqbi_aliases *aliases; /* MQTT 5 topic aliases, made with the first */
+	mqbi_msg *will;        /* the will of this connection */
+	char *auth_method;     /* enhanced authentication, kept for re-authentication */
+	mqbi_pending_connect *pending; /* while authenticating */
+	mqbi_outrefs *refs;            /* large payloads pending by reference, with wbuf */
 	uint32_t last_rx; /* loop time (ms), truncated: only differences below 49 days count */
 	uint32_t rlen, rcap;
 	uint32_t wlen, wcap, woff;
@@ -298,7 +298,7 @@ struct mqbi_client {
 	uint16_t topic_alias_max_out;
 	uint8_t state;
 	uint8_t level;
-	uint8_t disconnect_reason;       /* why we closed, for logs and $SYS */
+	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
 	bool dirty : 1;
 	bool close_after_flush : 1; /* shutdown: close once the output is written */
 	bool local_loopback : 1;    /* arrived through a loopback interface */
@@ -372,12 +372,12 @@ struct mqbi_worker {
 	unsigned index;
 	pthread_t thread;
 	bool thread_started;
-	mqbi_strmap sessions; /* client id -> session homed here */
-	mqbi_client *clients; /* list of live clients */
-	mqbi_client *dirty;   /* clients with output to flush, in the order they got it */
+	mqbi_strmap sessions;     /* client id -> session homed here */
+	mqbi_client *clients;     /* list of live clients */
+	mqbi_client *dirty;       /* clients with output to flush, in the order they got it */
 	mqbi_client **dirty_tail; /* where the next one is linked (valid while dirty != NULL) */
-	mqbi_client *dead;    /* closed clients, freed before the loop sleeps */
-	mqbi_xbatch **outbox; /* [nworkers] pending cross-worker deliveries */
+	mqbi_client *dead;        /* closed clients, freed before the loop sleeps */
+	mqbi_xbatch **outbox;     /* [nworkers] pending cross-worker deliveries */
 	/* Spent batches: the free list (this worker only) and the stack other
 	 * workers push them back onto once they have run them. */
 	mqbi_xbatch *xfree;

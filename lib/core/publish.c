@@ -34,8 +34,7 @@ static uint16_t alias_for(mqbi_client *c, const mqbi_msg *m, bool *send_topic)
 	if (!key)
 		return 0;
 	uint16_t alias = (uint16_t)(al->out_next + 1);
-	if (mqbi_strmap_put(&al->out, key, m->topic_len, (void *)(uintptr_t)alias) !=
-	    MQB_OK) {
+	if (mqbi_strmap_put(&al->out, key, m->topic_len, (void *)(uintptr_t)alias) != MQB_OK) {
 		mqbi_free(&c->w->broker->alloc, key);
 		return 0;
 	}
@@ -408,8 +407,7 @@ size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg)
 		if (!t->session)
 			continue;
 		matched++;
-		if (w->bp_want && !w->bp_hit &&
-		    mqbi_session_congested(t->session))
+		if (w->bp_want && !w->bp_hit && mqbi_session_congested(t->session))
 			w->bp_hit = mqbi_session_ref(t->session);
 		if (t->session->home == w) {
 			const uint32_t *ids = t->n_sub_ids > 1 ? t->sub_ids : &t->sub_id;
@@ -516,7 +514,8 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 				                              "out of memory");
 			if (alias > al->in_cap) {
 				uint16_t cap = alias < 16 ? 16 : alias;
-				if (cap < al->in_cap * 2u && al->in_cap * 2u <= lim->max_topic_alias)
+				if (cap < al->in_cap * 2u &&
+				    al->in_cap * 2u <= lim->max_topic_alias)
 					cap = (uint16_t)(al->in_cap * 2u);
 				char **n = mqbi_realloc(&b->alloc, al->in, sizeof(char *) * cap);
 				if (!n)

@@ -29,13 +29,13 @@ mqbi_host_target *mqbi_session_host(mqbi_session *s)
 	return s->host ? (mqbi_host_target *)((char *)s + host_offset()) : NULL;
 }
 
-static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, bool listed,
-                                 bool host)
+static mqbi_session *session_new(mqbi_worker *w, const char *id, size_t len, bool listed, bool host)
 {
 	mqb_broker *b = w->broker;
 	if (len > UINT16_MAX)
 		return NULL; /* MQTT strings are shorter */
-	size_t size = host ? host_offset() + sizeof(mqbi_host_target) : sizeof(mqbi_session) + len + 1;
+	size_t size =
+	        host ? host_offset() + sizeof(mqbi_host_target) : sizeof(mqbi_session) + len + 1;
 	mqbi_session *s = mqbi_calloc(&b->alloc, size);
 	if (!s)
 		return NULL;
@@ -631,8 +631,7 @@ mqb_err mqbi_session_awaiting_rel_add(mqbi_session *s, uint16_t packet_id, uint6
 		return MQB_ERR_RANGE;
 	if (s->awaiting_rel_count == s->awaiting_rel_cap) {
 		uint32_t cap = s->awaiting_rel_cap ? s->awaiting_rel_cap * 2 : 4;
-		mqbi_awaiting_rel *n =
-		        mqbi_realloc(alloc_of(s), s->awaiting_rel, sizeof(*n) * cap);
+		mqbi_awaiting_rel *n = mqbi_realloc(alloc_of(s), s->awaiting_rel, sizeof(*n) * cap);
 		if (!n)
 			return MQB_ERR_NOMEM;
 		s->awaiting_rel = n;

@@ -369,9 +369,9 @@ static mqb_err route_add(mqbi_trie *t, struct tnode *n, const mqbi_route *r, boo
 	if (count == 1) {
 		n->r.one = *r;
 	} else {
-		mqbi_route *arr = count == 2 ? mqbi_malloc(t->a, 2 * sizeof(*arr))
-		                             : mqbi_array_reserve(t->a, n->r.arr, n->nroutes,
-		                                                  sizeof(*arr));
+		mqbi_route *arr =
+		        count == 2 ? mqbi_malloc(t->a, 2 * sizeof(*arr))
+		                   : mqbi_array_reserve(t->a, n->r.arr, n->nroutes, sizeof(*arr));
 		if (!arr)
 			return MQB_ERR_NOMEM;
 		if (count == 2)

@@ -268,8 +268,9 @@ bool mqbi_client_detach_for_move(mqbi_client *c, const uint8_t *from, size_t len
  * Everything a connection is sent is encoded into its output buffer, except
  * the payloads of at least MQBI_ZEROCOPY_MIN bytes: the PUBLISH up to its
  * payload goes into the buffer and the payload is written from the shared
- * message with writev (c->refs, in buffer order: refs[k] follows the first
- * `at` bytes of the buffer). Small payloads are cheaper to copy. */
+ * message by a gather write (sendmsg). c->refs keeps them in buffer order:
+ * refs[k] follows the first `at` bytes of the buffer. Small payloads are
+ * cheaper to copy. */
 
 static mqbi_outref *ref_head(const mqbi_client *c)
 {
@@ -313,10 +314,12 @@ static ssize_t out_send(mqbi_client *c, int flags)
 			iov[n++] = (struct iovec){c->wbuf + pos, o->at - pos};
 		pos = o->at;
 		uint32_t skip = k == 0 ? r->sent : 0;
-		iov[n++] = (struct iovec){(uint8_t *)o->msg->payload + skip, o->msg->payload_len - skip};
+		iov[n++] = (struct iovec){(uint8_t *)o->msg->payload + skip,
+		                          o->msg->payload_len - skip};
 	}
 	if (k == r->count && pos < c->wlen)
-		iov[n++] = (struct iovec){c->wbuf + pos, c->wlen - pos}; /* room: n <= OUT_IOV - 1 */
+		iov[n++] =
+		        (struct iovec){c->wbuf + pos, c->wlen - pos}; /* room: n <= OUT_IOV - 1 */
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 	return sendmsg(c->fd, &mh, MSG_NOSIGNAL | flags);
 }

@@ -143,7 +143,8 @@ const char *mqbi_loop_backend(const mqbi_loop *l)
 	return l->be->name;
 }
 
-/* Grows the watcher table (and the backend's tables) so that fd fits. Arrays that grew before a later failure just keep the room. */
+/* Grows the watcher table (and the backend's tables) so that fd fits. Arrays that grew before a
+ * later failure just keep the room. */
 static mqb_err grow(mqbi_loop *l, int fd)
 {
 	int n = l->setsize;

@@ -227,8 +227,8 @@ typedef struct conn {
 	uint64_t *pid_map; /* 65536 bits, QoS > 0 */
 	uint32_t rot;      /* spread: next target */
 	/* subscriber */
-	uint32_t *last_seq;     /* per publisher */
-	uint32_t subacks_due;   /* SUBACKs still expected during setup */
+	uint32_t *last_seq;   /* per publisher */
+	uint32_t subacks_due; /* SUBACKs still expected during setup */
 } conn;
 
 typedef struct worker {
@@ -1153,36 +1153,21 @@ static int jitter_probe(void)
 
 int main(int argc, char **argv)
 {
-	static struct option lo[] = {{"host", 1, 0, 'H'},
-	                             {"port", 1, 0, 'p'},
-	                             {"version", 1, 0, 'V'},
-	                             {"qos", 1, 0, 'q'},
-	                             {"size", 1, 0, 's'},
-	                             {"count", 1, 0, 'c'},
-	                             {"subs", 1, 0, 'n'},
-	                             {"rate", 1, 0, 'r'},
-	                             {"total-rate", 1, 0, 1001},
-	                             {"conn-rate", 1, 0, 'R'},
-	                             {"topic", 1, 0, 't'},
-	                             {"filter", 1, 0, 'T'},
-	                             {"group", 1, 0, 1002},
-	                             {"duration", 1, 0, 'd'},
-	                             {"warmup", 1, 0, 1003},
-	                             {"drain", 1, 0, 1004},
-	                             {"inflight", 1, 0, 1005},
-	                             {"threads", 1, 0, 1006},
-	                             {"cpu", 1, 0, 1007},
-	                             {"json", 0, 0, 1008},
-	                             {"quiet", 0, 0, 1009},
-	                             {"keepalive", 1, 0, 'k'},
-	                             {"ready-file", 1, 0, 1010},
-	                             {"scenario", 1, 0, 1011},
-	                             {"id-prefix", 1, 0, 1012},
-	                             {"setup-timeout", 1, 0, 1013},
-	                             {"help", 0, 0, 'h'},
-	                             {"tick", 1, 0, 1014},
-	                             {"extra-subs", 1, 0, 1015},
-	                             {0, 0, 0, 0}};
+	static struct option lo[] = {{"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},
+	                             {"version", 1, 0, 'V'},     {"qos", 1, 0, 'q'},
+	                             {"size", 1, 0, 's'},        {"count", 1, 0, 'c'},
+	                             {"subs", 1, 0, 'n'},        {"rate", 1, 0, 'r'},
+	                             {"total-rate", 1, 0, 1001}, {"conn-rate", 1, 0, 'R'},
+	                             {"topic", 1, 0, 't'},       {"filter", 1, 0, 'T'},
+	                             {"group", 1, 0, 1002},      {"duration", 1, 0, 'd'},
+	                             {"warmup", 1, 0, 1003},     {"drain", 1, 0, 1004},
+	                             {"inflight", 1, 0, 1005},   {"threads", 1, 0, 1006},
+	                             {"cpu", 1, 0, 1007},        {"json", 0, 0, 1008},
+	                             {"quiet", 0, 0, 1009},      {"keepalive", 1, 0, 'k'},
+	                             {"ready-file", 1, 0, 1010}, {"scenario", 1, 0, 1011},
+	                             {"id-prefix", 1, 0, 1012},  {"setup-timeout", 1, 0, 1013},
+	                             {"help", 0, 0, 'h'},        {"tick", 1, 0, 1014},
+	                             {"extra-subs", 1, 0, 1015}, {0, 0, 0, 0}};
 	O.mode = -1;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "H:p:V:q:s:c:n:r:R:t:T:d:k:h", lo, NULL)) != -1) {
