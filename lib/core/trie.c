@@ -265,14 +265,9 @@ fail:
 
 /* ---- routes and their owner index --------------------------------------- */
 
-static inline mqbi_route *routes_of(struct tnode *n)
+static inline mqbi_route *routes_of(const struct tnode *n)
 {
-	return n->nroutes == 1 ? &n->r.one : n->r.arr;
-}
-
-static inline const mqbi_route *routes_of_c(const struct tnode *n)
-{
-	return n->nroutes == 1 ? &n->r.one : n->r.arr;
+	return n->nroutes == 1 ? (mqbi_route *)&n->r.one : n->r.arr;
 }
 
 /* The owner index exists only with many routes, so they are in the array. */
@@ -345,7 +340,7 @@ static uint32_t route_find(const struct tnode *n, const void *owner)
 		uint32_t s = ridx_slot(n, owner);
 		return s == NOT_FOUND ? NOT_FOUND : n->ext->ridx[s] - 1;
 	}
-	const mqbi_route *rt = routes_of_c(n);
+	const mqbi_route *rt = routes_of(n);
 	for (uint32_t i = 0; i < n->nroutes; i++) {
 		if (rt[i].owner == owner)
 			return i;
@@ -640,7 +635,7 @@ mqb_err mqbi_trie_remove(mqbi_trie *t, const char *filter, size_t flen, const ch
 static void visit(const struct tnode *n, const mqbi_trie_visitor *v)
 {
 	if (v->route) {
-		const mqbi_route *rt = routes_of_c(n);
+		const mqbi_route *rt = routes_of(n);
 		for (uint32_t i = 0; i < n->nroutes; i++)
 			v->route(v->user, &rt[i]);
 	}
@@ -715,7 +710,7 @@ size_t mqbi_trie_filter_count(mqbi_trie *t)
 static void walk_node(const struct tnode *n, const char *f, size_t flen, mqbi_trie_walk_fn fn,
                       void *user)
 {
-	const mqbi_route *rt = routes_of_c(n);
+	const mqbi_route *rt = routes_of(n);
 	for (uint32_t i = 0; i < n->nroutes; i++)
 		fn(user, f, flen, NULL, 0, &rt[i]);
 	if (!n->ext)

@@ -290,7 +290,7 @@ static void refs_free(mqbi_client *c)
 	c->refs = NULL;
 }
 
-static size_t out_left(const mqbi_client *c)
+size_t mqbi_client_out_pending(const mqbi_client *c)
 {
 	return c->wlen - c->woff + (c->refs ? c->refs->bytes - c->refs->sent : 0);
 }
@@ -390,17 +390,23 @@ void mqbi_client_mark_dirty(mqbi_client *c)
  * does not pile up a subscriber's output. */
 #define MQBI_EAGER_FLUSH (64u * 1024u)
 
-/* Writes what the socket takes now; never closes (errors are left for the
- * regular flush, which may close the client safely). */
-static void try_write(mqbi_client *c)
+/* Writes what the socket takes now. Returns 0 once everything is written,
+ * else the errno that stopped it (EAGAIN: the socket is full). Never closes:
+ * that is left to client_flush(), where closing is safe. */
+static int write_pending(mqbi_client *c)
 {
-	while (out_left(c)) {
+	while (mqbi_client_out_pending(c)) {
 		ssize_t n = out_send(c, MSG_DONTWAIT);
-		if (n <= 0)
-			return;
-		out_advance(c, (size_t)n);
+		if (n > 0) {
+			out_advance(c, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n < 0 ? errno : EPIPE;
 	}
 	c->woff = c->wlen = 0;
+	return 0;
 }
 
 void mqbi_client_out_commit(mqbi_client *c, size_t n)
@@ -408,8 +414,8 @@ void mqbi_client_out_commit(mqbi_client *c, size_t n)
 	c->wlen += (uint32_t)n; /* n <= what out_reserve made room for */
 	MQBI_COUNT(c->w->m.packets_sent, 1);
 	mqbi_client_mark_dirty(c);
-	if (out_left(c) >= MQBI_EAGER_FLUSH)
-		try_write(c);
+	if (mqbi_client_out_pending(c) >= MQBI_EAGER_FLUSH)
+		(void)write_pending(c);
 }
 
 bool mqbi_client_out_ref(mqbi_client *c, mqbi_msg *m)
@@ -436,14 +442,9 @@ bool mqbi_client_out_ref(mqbi_client *c, mqbi_msg *m)
 	}
 	r->v[r->head + r->count++] = (mqbi_outref){c->wlen, mqbi_msg_ref(m)};
 	r->bytes += m->payload_len;
-	if (out_left(c) >= MQBI_EAGER_FLUSH)
-		try_write(c);
+	if (mqbi_client_out_pending(c) >= MQBI_EAGER_FLUSH)
+		(void)write_pending(c);
 	return true;
-}
-
-size_t mqbi_client_out_pending(const mqbi_client *c)
-{
-	return out_left(c);
 }
 
 /* A held publisher (flow control) is not read. */
@@ -456,20 +457,13 @@ static unsigned read_interest(const mqbi_client *c)
 static bool client_flush(mqbi_client *c)
 {
 	mqbi_worker *w = c->w;
-	while (out_left(c)) {
-		ssize_t n = out_send(c, 0);
-		if (n > 0) {
-			out_advance(c, (size_t)n);
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			mqbi_loop_watch(w->loop, c->fd, read_interest(c) | MQBI_EV_WRITE, on_io, c);
-			return true;
-		}
-		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "write failed: %s",
-		         n < 0 ? strerror(errno) : "closed");
+	int err = write_pending(c);
+	if (err == EAGAIN || err == EWOULDBLOCK) {
+		mqbi_loop_watch(w->loop, c->fd, read_interest(c) | MQBI_EV_WRITE, on_io, c);
+		return true;
+	}
+	if (err) {
+		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "write failed: %s", strerror(err));
 		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
 		return false;
 	}
@@ -618,7 +612,7 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 	c->state = MQBI_CS_CLOSING;
 	c->disconnect_reason = reason;
 	/* Best effort: hand what is pending (e.g. a DISCONNECT) to the kernel. */
-	if (out_left(c))
+	if (mqbi_client_out_pending(c))
 		(void)!out_send(c, MSG_DONTWAIT);
 	mqbi_timer_stop(w->loop, &c->timer);
 	mqbi_client_forget_ticket(c);

@@ -6,7 +6,6 @@
 #define _GNU_SOURCE
 #endif
 #include <check.h>
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,18 +17,11 @@
 
 #include "count_alloc.h"
 #include "mqtt_raw.h"
+#include "proc_count.h"
 
 static int count_fds(void)
 {
-	DIR *d = opendir("/proc/self/fd");
-	ck_assert_ptr_nonnull(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	return count_proc_entries("/proc/self/fd");
 }
 
 static mqb_config *make_cfg(const mqb_allocator *a)

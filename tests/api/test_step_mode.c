@@ -6,7 +6,6 @@
 #define _GNU_SOURCE
 #endif
 #include <check.h>
-#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,6 +16,7 @@
 #include <mqttbroker.h>
 
 #include "mqtt_raw.h"
+#include "proc_count.h"
 
 static mqb_broker *b;
 static int port;
@@ -26,15 +26,7 @@ static atomic_int ev_connected;
 
 static int count_threads(void)
 {
-	DIR *d = opendir("/proc/self/task");
-	ck_assert_ptr_nonnull(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	return count_proc_entries("/proc/self/task");
 }
 
 static void on_thread_check(void)
