@@ -366,7 +366,16 @@ MQB_API void mqb_broker_destroy(mqb_broker *b);
 /** Opens a TCP listener at run time: `address` is "[host:]port" as in the
  * config key listener.tcp.<name>. MQB_ERR_EXISTS if the name is taken. */
 MQB_API mqb_err mqb_broker_add_listener(mqb_broker *b, const char *name, const char *address);
-/** Closes a listener; its established connections stay. */
+/** Opens a listener of any type at run time: `type` is "tcp" or "ssl",
+ * `address` as in the key listener.<type>.<name>, and `settings` (may be
+ * NULL) a NULL-terminated list of sub-key / value pairs, e.g.
+ * {"certfile", "/etc/mqb/server.pem", "keyfile", "/etc/mqb/server.key", NULL}.
+ * MQB_ERR_INVAL for an unknown type, sub-key or value, or files that do not
+ * load (the reason is logged); MQB_ERR_EXISTS if type.name is taken. */
+MQB_API mqb_err mqb_broker_open_listener(mqb_broker *b, const char *type, const char *name,
+                                         const char *address, const char *const *settings);
+/** Closes a listener, named "name" or "type.name"; its established
+ * connections stay. */
 MQB_API mqb_err mqb_broker_remove_listener(mqb_broker *b, const char *name);
 /** Writes the port the listener `name` is bound to (useful with port 0). */
 MQB_API mqb_err mqb_broker_listener_port(mqb_broker *b, const char *name, int *port);
@@ -483,8 +492,10 @@ typedef struct mqb_metrics {
 	uint64_t messages_dropped;
 	uint64_t messages_expired;
 	uint64_t malformed_packets;
-	uint64_t publishers_held; /* times a QoS 1/2 publisher was held back by a slow
-	                             subscriber (flow control: mqtt.backpressure_queue_len) */
+	uint64_t publishers_held;      /* times a QoS 1/2 publisher was held back by a slow
+	                                  subscriber (flow control: mqtt.backpressure_queue_len) */
+	uint64_t tls_handshakes;       /* TLS handshakes completed */
+	uint64_t tls_handshake_errors; /* TLS handshakes refused, failed or timed out */
 } mqb_metrics;
 /** Fills *out. Thread-safe, also from hooks. */
 MQB_API void mqb_broker_metrics(mqb_broker *b, mqb_metrics *out);

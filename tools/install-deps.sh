@@ -6,4 +6,4 @@ SUDO=""
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
 	gcc g++ clang libclang-rt-14-dev llvm meson ninja-build pkg-config check \
-	mosquitto mosquitto-clients libpaho-mqtt-dev python3 python3-paho-mqtt >/dev/null
+	libmbedtls-dev openssl mosquitto mosquitto-clients libpaho-mqtt-dev python3 python3-paho-mqtt python3-cryptography >/dev/null

@@ -481,7 +481,7 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 	}
 	mqbi_trie_destroy(b->trie);
 	for (unsigned i = 0; i < b->nlisteners; i++)
-		mqbi_free(&a, b->listeners[i]);
+		mqbi_listener_free(b, b->listeners[i]);
 	mqbi_free(&a, b->listeners);
 	mqb_config_destroy(b->cfg);
 	while (b->limit_versions) {

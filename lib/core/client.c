@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "net/tls.h"
 #include "core/topic.h"
 
 mqb_err mqbi_client_send_packet(mqbi_client *c, const mqbi_packet *p)
@@ -333,6 +334,7 @@ static bool authenticate(mqbi_client *c, const mqbi_connect *cn, const uint8_t *
 	        .listener = c->listener ? c->listener->cfg.name : "",
 	        .protocol = cn->level,
 	};
+	mqbi_tls_peer_cert(c, &req.peer_cert_der, &req.peer_cert_len);
 	if (cn->has_password && !req.password)
 		req.password = ""; /* present but empty */
 	mqb_verdict v = b->hooks.authenticate(b->hooks.user, &req, t);
@@ -409,6 +411,23 @@ static void enhanced_auth_step(mqbi_client *c, const mqbi_bytes *data, bool reau
 		refuse(c, reason, why);
 }
 
+/* Replaces *field with the client certificate's CN, DN or SAN (`which`, a
+ * MQBI_CERT_AS_*) when the client sent a certificate that has it. False only
+ * when out of memory. */
+static bool take_cert_name(mqbi_client *c, int which, char **field)
+{
+	char name[512];
+	if (which == MQBI_CERT_AS_OFF || !mqbi_tls_peer_name(c, which, name, sizeof name))
+		return true;
+	const mqb_allocator *a = &c->w->broker->alloc;
+	char *v = mqbi_strndup(a, name, strlen(name));
+	if (!v)
+		return false;
+	mqbi_free(a, *field); /* the session does not share the id yet */
+	*field = v;
+	return true;
+}
+
 /* Returns true when the client was handed to another worker: the caller must
  * not touch it any more. `raw` is the packet (rawlen bytes) followed by the
  * rest of the input (restlen bytes from raw). */
@@ -456,6 +475,11 @@ static bool handle_connect(mqbi_client *c, const mqbi_connect *cn, const uint8_t
 		mqbi_free(&b->alloc, c->username);
 		c->username = mqbi_strndup(&b->alloc, cn->username.ptr, cn->username.len);
 	}
+	/* TLS listeners: the client certificate may name the client. */
+	const mqbi_listener_cfg *lc = &c->listener->cfg;
+	if (!take_cert_name(c, lc->peer_cert_as_clientid, &c->client_id) ||
+	    !take_cert_name(c, lc->peer_cert_as_username, &c->username))
+		return refused(c, MQBI_RC_SERVER_UNAVAILABLE, "out of memory");
 	/* Home worker: a session is touched by one thread only. */
 	mqbi_worker *home = mqbi_home_worker(b, c->client_id, strlen(c->client_id));
 	if (home != c->w) {

@@ -171,32 +171,122 @@ _Static_assert(sizeof registry / sizeof registry[0] == MQBI_K__COUNT,
 
 /* ---- listener families ---- */
 
-/* A sub-key "listener.<type>.<name>.<sub>" stored in an int64_t field. */
+/* A sub-key "listener.<type>.<name>.<sub>": a number stored in an int64_t
+ * field, or (CFG_STRING) text in a char array of def.max + 1 bytes. */
 typedef struct listener_subkey {
 	cfg_def def; /* def.key is the sub-key's name */
 	size_t offset;
 } listener_subkey;
 
+#define LFIELD(f)    offsetof(mqbi_listener_cfg, f)
+#define LTEXT_MAX(f) ((int64_t)sizeof(((mqbi_listener_cfg *)0)->f) - 1)
+#define LTEXT(f, def, doc)                                                                         \
+	{                                                                                          \
+		{#f, CFG_STRING, def, 0, LTEXT_MAX(f), NULL, doc, false}, LFIELD(f)                \
+	}
+
+static const listener_subkey common_subkeys[] = {
+        {{"max_connections", CFG_INT, "1024000", 1, INT32_MAX, NULL,
+          "Most concurrent connections on this listener.", false},
+         LFIELD(max_connections)},
+};
+
+static const listener_subkey proxy_subkeys[] = {
+        {{"proxy_protocol", CFG_BOOL, "false", 0, 1, NULL,
+          "Every connection starts with a PROXY protocol v1 or v2 header (from a load "
+          "balancer); its source address becomes the client's address. A connection without "
+          "one is refused.",
+          false},
+         LFIELD(proxy_protocol)},
+        {{"proxy_protocol_timeout", CFG_DURATION, "3s", 100, MS_HOUR, NULL,
+          "How long a connection may take to send its PROXY header.", false},
+         LFIELD(proxy_protocol_timeout)},
+};
+
+static const listener_subkey tls_subkeys[] = {
+        LTEXT(certfile, "",
+              "Server certificate chain (PEM): the certificate first, then "
+              "intermediates. Required."),
+        LTEXT(keyfile, "", "Private key of the certificate (PEM or DER). Required."),
+        LTEXT(key_password, "", "Password of an encrypted keyfile."),
+        LTEXT(cacertfile, "",
+              "CA certificates (PEM) that client certificates are verified "
+              "against."),
+        LTEXT(cacertdir, "", "A directory of CA certificate files, in addition to cacertfile."),
+        {{"verify", CFG_ENUM, "verify_none", 0, 0, "verify_none|verify_peer",
+          "verify_peer asks for a client certificate and refuses one that does not verify "
+          "against the CAs.",
+          false},
+         LFIELD(verify)},
+        {{"fail_if_no_peer_cert", CFG_BOOL, "false", 0, 1, NULL,
+          "With verify_peer: refuse a client that sends no certificate.", false},
+         LFIELD(fail_if_no_peer_cert)},
+        LTEXT(tls_versions, "tlsv1.2",
+              "Accepted versions, comma-separated: tlsv1.2, tlsv1.1, "
+              "tlsv1 (TLS 1.3 needs mbedTLS 3; Debian 12 has 2.28)."),
+        LTEXT(ciphers, "",
+              "Cipher suites in order of preference, comma-separated, IANA or "
+              "mbedTLS names (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256); empty = "
+              "mbedTLS's defaults."),
+        LTEXT(alpn, "", "ALPN protocols offered, comma-separated (e.g. mqtt); empty = no ALPN."),
+        LTEXT(psk_file, "",
+              "Pre-shared keys, one 'identity:hexkey' per line; enables the PSK "
+              "cipher suites."),
+        LTEXT(sni_certs, "",
+              "Certificates chosen by SNI server name: "
+              "'host=certfile,keyfile; host2=...'. Other names get certfile."),
+        {{"reuse_sessions", CFG_BOOL, "true", 0, 1, NULL,
+          "TLS session resumption by session tickets and a session cache.", false},
+         LFIELD(reuse_sessions)},
+        {{"handshake_timeout", CFG_DURATION, "15s", 100, MS_HOUR, NULL,
+          "A TLS handshake not finished in this time is dropped.", false},
+         LFIELD(handshake_timeout)},
+        {{"peer_cert_as_username", CFG_ENUM, "off", 0, 0, "off|cn|dn|san",
+          "Use the client certificate's Common Name, Distinguished Name or first Subject "
+          "Alternative Name as the username.",
+          false},
+         LFIELD(peer_cert_as_username)},
+        {{"peer_cert_as_clientid", CFG_ENUM, "off", 0, 0, "off|cn|dn|san",
+          "Use the client certificate's CN, DN or first SAN as the client id.", false},
+         LFIELD(peer_cert_as_clientid)},
+};
+
+#define GROUP(g)                                                                                   \
+	{                                                                                          \
+		g, sizeof g / sizeof g[0]                                                          \
+	}
+typedef struct subkey_group {
+	const listener_subkey *v;
+	size_t n;
+} subkey_group;
+
 typedef struct listener_family {
 	const char *type;
 	const char *doc; /* of the address key */
-	const listener_subkey *subkeys;
-	size_t nsubkeys;
+	subkey_group groups[3];
 } listener_family;
-
-static const listener_subkey tcp_subkeys[] = {
-        {{"max_connections", CFG_INT, "1024000", 1, INT32_MAX, NULL,
-          "Most concurrent connections on this listener.", false},
-         offsetof(mqbi_listener_cfg, max_connections)},
-};
 
 static const listener_family families[] = {
         {"tcp",
          "MQTT over TCP: [host:]port, or off. Host: IPv4, [IPv6] or localhost; "
          "a port alone listens on all interfaces (0.0.0.0). Port 0 = ephemeral.",
-         tcp_subkeys, sizeof tcp_subkeys / sizeof tcp_subkeys[0]},
+         {GROUP(common_subkeys), GROUP(proxy_subkeys)}},
+        {"ssl",
+         "MQTT over TLS (usually port 8883): [host:]port, or off, as for tcp.",
+         {GROUP(common_subkeys), GROUP(proxy_subkeys), GROUP(tls_subkeys)}},
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
+
+/* The i-th sub-key of a family, or NULL past the last. */
+static const listener_subkey *family_subkey(const listener_family *f, size_t i)
+{
+	for (size_t g = 0; g < sizeof f->groups / sizeof f->groups[0]; g++) {
+		if (i < f->groups[g].n)
+			return &f->groups[g].v[i];
+		i -= f->groups[g].n;
+	}
+	return NULL;
+}
 
 /* Listeners a fresh configuration has; loopback only, so that a broker
  * started without configuration is not reachable from the network. */
@@ -940,12 +1030,43 @@ static int64_t *subkey_field(mqbi_listener_cfg *l, const listener_subkey *s)
 	return (int64_t *)((char *)l + s->offset);
 }
 
+static char *subkey_text(mqbi_listener_cfg *l, const listener_subkey *s)
+{
+	return (char *)l + s->offset;
+}
+
 static const listener_subkey *find_subkey(const listener_family *f, const char *name)
 {
-	for (size_t i = 0; i < f->nsubkeys; i++)
-		if (strcmp(f->subkeys[i].def.key, name) == 0)
-			return &f->subkeys[i];
+	const listener_subkey *s;
+	for (size_t i = 0; (s = family_subkey(f, i)) != NULL; i++)
+		if (strcmp(s->def.key, name) == 0)
+			return s;
 	return NULL;
+}
+
+/* Stores a sub-key's value, given as text. */
+static mqb_err set_subkey(mqbi_listener_cfg *l, const listener_subkey *s, const char *text,
+                          char *why, size_t whylen)
+{
+	if (s->def.type == CFG_STRING) {
+		mqb_err rc = check_string(&s->def, text, why, whylen);
+		if (rc == MQB_OK)
+			snprintf(subkey_text(l, s), (size_t)s->def.max + 1, "%s", text);
+		return rc;
+	}
+	int64_t v;
+	mqb_err rc = parse_value(&s->def, text, &v, why, whylen);
+	if (rc == MQB_OK)
+		*subkey_field(l, s) = v;
+	return rc;
+}
+
+static void format_subkey(mqbi_listener_cfg *l, const listener_subkey *s, char *buf, size_t n)
+{
+	if (s->def.type == CFG_STRING)
+		snprintf(buf, n, "%s", subkey_text(l, s));
+	else
+		format_value(&s->def, *subkey_field(l, s), buf, n);
 }
 
 static mqb_err add_listener(mqb_config *c, const listener_family *f, const char *name,
@@ -963,12 +1084,14 @@ static mqb_err add_listener(mqb_config *c, const listener_family *f, const char 
 	memset(l, 0, sizeof *l);
 	snprintf(l->type, sizeof l->type, "%s", f->type);
 	snprintf(l->name, sizeof l->name, "%s", name);
-	for (size_t i = 0; i < f->nsubkeys; i++) {
-		int64_t v;
-		mqb_err rc = parse_value(&f->subkeys[i].def, f->subkeys[i].def.def, &v, NULL, 0);
-		if (rc != MQB_OK)
-			return rc;
-		*subkey_field(l, &f->subkeys[i]) = v;
+	/* Every field gets its default, also those of other families. */
+	for (size_t i = 0; i < NFAMILIES; i++) {
+		const listener_subkey *s;
+		for (size_t j = 0; (s = family_subkey(&families[i], j)) != NULL; j++) {
+			mqb_err rc = set_subkey(l, s, s->def.def, NULL, 0);
+			if (rc != MQB_OK)
+				return rc;
+		}
 	}
 	c->nlisteners++;
 	*out = l;
@@ -1056,8 +1179,9 @@ static mqb_err set_listener(mqb_config *c, const char *key, const char *value, c
 		char hint[200];
 		suggestion sg;
 		suggestion_init(&sg, lk.sub);
-		for (size_t i = 0; i < f->nsubkeys; i++)
-			consider(&sg, f->subkeys[i].def.key);
+		const listener_subkey *cand;
+		for (size_t i = 0; (cand = family_subkey(f, i)) != NULL; i++)
+			consider(&sg, cand->def.key);
 		suggestion_text(&sg, hint, sizeof hint);
 		errf(err, errlen, "key '%s': unknown listener setting '%s'%s", key, lk.sub, hint);
 		return MQB_ERR_NOTFOUND;
@@ -1069,14 +1193,10 @@ static mqb_err set_listener(mqb_config *c, const char *key, const char *value, c
 		     key, f->type, lk.name, f->type, lk.name);
 		return MQB_ERR_NOTFOUND;
 	}
-	int64_t v;
-	rc = parse_value(&s->def, value, &v, why, sizeof why);
-	if (rc != MQB_OK) {
+	rc = set_subkey(l, s, value, why, sizeof why);
+	if (rc != MQB_OK)
 		errf(err, errlen, "key '%s': %s", key, why);
-		return rc;
-	}
-	*subkey_field(l, s) = v;
-	return MQB_OK;
+	return rc;
 }
 
 static bool is_listener_key(const char *key)
@@ -1179,13 +1299,13 @@ MQB_API mqb_err mqb_config_get(const mqb_config *cfg, const char *key, char *buf
 	const listener_subkey *s = find_subkey(lk.family, lk.sub);
 	if (!s || !l)
 		return MQB_ERR_NOTFOUND;
-	format_value(&s->def, *subkey_field(l, s), buf, buflen);
+	format_subkey(l, s, buf, buflen);
 	return MQB_OK;
 }
 
 MQB_API void mqb_config_visit(const mqb_config *cfg, mqb_config_visit_fn fn, void *user)
 {
-	char value[512], type[160], key[160];
+	char value[MQBI_CFG_LIST + 64], type[160], key[160];
 	if (!cfg || !fn)
 		return;
 	for (int k = 0; k < MQBI_K__COUNT; k++) {
@@ -1222,11 +1342,11 @@ MQB_API void mqb_config_visit(const mqb_config *cfg, mqb_config_visit_fn fn, voi
 		format_address(l, value, sizeof value);
 		format_type(&address_def, type, sizeof type);
 		fn(user, key, value, addr_def, type, f->doc);
-		for (size_t j = 0; j < f->nsubkeys; j++) {
-			const listener_subkey *s = &f->subkeys[j];
+		const listener_subkey *s;
+		for (size_t j = 0; (s = family_subkey(f, j)) != NULL; j++) {
 			snprintf(key, sizeof key, "listener.%s.%s.%s", l->type, l->name,
 			         s->def.key);
-			format_value(&s->def, *subkey_field(l, s), value, sizeof value);
+			format_subkey(l, s, value, sizeof value);
 			format_type(&s->def, type, sizeof type);
 			fn(user, key, value, s->def.def, type, s->def.doc);
 		}

@@ -68,14 +68,56 @@ enum {
 	MQBI_SHARE_HASH_TOPIC
 };
 
-/* A listener, from "listener.<type>.<name> = [host:]port" and its sub-keys. */
+/* Sizes of a listener's text settings (with the terminating NUL). */
+#define MQBI_CFG_PATH 256
+#define MQBI_CFG_LIST 1024
+
+enum { MQBI_VERIFY_NONE = 0, MQBI_VERIFY_PEER = 1 };
+/* What of a TLS client certificate becomes the username or client id. */
+enum { MQBI_CERT_AS_OFF = 0, MQBI_CERT_AS_CN, MQBI_CERT_AS_DN, MQBI_CERT_AS_SAN };
+
+/* A listener, from "listener.<type>.<name> = [host:]port" and its sub-keys.
+ * Every type has every field; a family (config.c) exposes those that apply
+ * to it, the others keep their defaults. Copied by value. */
 typedef struct mqbi_listener_cfg {
-	char type[8];  /* "tcp" */
+	char type[8];  /* "tcp", "ssl", "ws", "wss" */
 	char name[64]; /* "default" */
 	char host[64]; /* numeric IPv4/IPv6 address or "localhost"; "0.0.0.0" / "::" = any */
 	int port;      /* 0 = ephemeral */
-	int64_t max_connections; /* listener.<type>.<name>.max_connections, default 1024000 */
+	int64_t max_connections;        /* default 1024000 */
+	int64_t proxy_protocol;         /* bool: a PROXY v1/v2 header precedes the stream */
+	int64_t proxy_protocol_timeout; /* ms */
+	/* TLS (ssl, wss) */
+	char certfile[MQBI_CFG_PATH];
+	char keyfile[MQBI_CFG_PATH];
+	char key_password[MQBI_CFG_PATH];
+	char cacertfile[MQBI_CFG_PATH];
+	char cacertdir[MQBI_CFG_PATH];
+	int64_t verify;               /* MQBI_VERIFY_* */
+	int64_t fail_if_no_peer_cert; /* bool */
+	char tls_versions[64];        /* "tlsv1.2" */
+	char ciphers[MQBI_CFG_LIST];
+	char alpn[MQBI_CFG_PATH];
+	char psk_file[MQBI_CFG_PATH];
+	char sni_certs[MQBI_CFG_LIST];
+	int64_t reuse_sessions;                               /* bool */
+	int64_t handshake_timeout;                            /* ms */
+	int64_t peer_cert_as_username, peer_cert_as_clientid; /* MQBI_CERT_AS_* */
+	/* WebSocket (ws, wss) */
+	char mqtt_path[MQBI_CFG_PATH];
+	int64_t max_frame_size; /* bytes; 0 = unlimited */
+	char proxy_address_header[64];
+	char proxy_port_header[64];
 } mqbi_listener_cfg;
+
+static inline bool mqbi_listener_is_tls(const mqbi_listener_cfg *l)
+{
+	return l->type[0] == 's' || (l->type[0] == 'w' && l->type[2] == 's');
+}
+static inline bool mqbi_listener_is_ws(const mqbi_listener_cfg *l)
+{
+	return l->type[0] == 'w';
+}
 
 /* Value of a fixed key: bool 0/1, int, size in bytes, duration in
  * milliseconds, enum index, keepalive_backoff in per-mille. */

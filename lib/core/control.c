@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "net/tls.h"
 #include "core/topic.h"
 
 static void fill_status(const mqbi_session *s, mqb_client_status *st)
@@ -297,6 +298,8 @@ MQB_API void mqb_broker_metrics(mqb_broker *b, mqb_metrics *out)
 	out->messages_expired = SUM(b, messages_expired);
 	out->malformed_packets = SUM(b, malformed);
 	out->publishers_held = SUM(b, publishers_held);
+	out->tls_handshakes = SUM(b, tls_handshakes);
+	out->tls_handshake_errors = SUM(b, tls_handshake_errors);
 }
 
 /* ---- Reconfiguration ---------------------------------------------------- */
@@ -395,6 +398,8 @@ MQB_API mqb_err mqb_broker_reconfigure(mqb_broker *b, const mqb_config *cfg,
 		}
 	}
 	pthread_mutex_unlock(&b->state_lock);
+	if (!err)
+		mqbi_tls_reload(b); /* rotated certificate files, for new connections */
 	mqb_config_destroy(merged);
 	snap_free(&now);
 	snap_free(&next);

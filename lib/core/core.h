@@ -17,6 +17,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <arpa/inet.h>
 
 #include "mqttbroker.h"
 #include "core/config.h"
@@ -230,6 +232,9 @@ enum {
 
 typedef struct mqbi_listener mqbi_listener;
 
+/* Longest client address text, "ip:port" (IPv6 included). */
+#define MQBI_PEER_MAX (INET6_ADDRSTRLEN + 8)
+
 /* A CONNECT kept while its authentication goes on: the authenticate hook
  * answers later, or an enhanced-authentication exchange runs. */
 /* MQTT 5 topic aliases of one connection. */
@@ -268,6 +273,28 @@ typedef struct mqbi_pending_connect {
 	uint8_t raw[];
 } mqbi_pending_connect;
 
+/* A connection's byte stream when it is more than the plain socket (TLS,
+ * WebSocket): the transport's state begins with this. The socket readiness
+ * and the MQTT buffers stay in conn.c; the transport transforms bytes. */
+typedef struct mqbi_transport_ops {
+	/* Up to len bytes of the stream: > 0 bytes, 0 at its end, or -1 with
+	 * errno set (EAGAIN: nothing now). */
+	ssize_t (*recv)(mqbi_client *c, uint8_t *buf, size_t len);
+	/* Takes bytes to send: how many, or -1 with errno (EAGAIN: no room now).
+	 * After EAGAIN, or a count short of len, the next call starts with the
+	 * bytes not taken. */
+	ssize_t (*send)(mqbi_client *c, const uint8_t *buf, size_t len);
+	/* Input read from the socket that recv has not returned yet: the
+	 * socket will not signal it. */
+	bool (*buffered)(const mqbi_client *c);
+	/* Frees the transport's state (c->xport) at close; best effort goodbye. */
+	void (*close)(mqbi_client *c);
+} mqbi_transport_ops;
+
+typedef struct mqbi_transport {
+	const mqbi_transport_ops *ops;
+} mqbi_transport;
+
 struct mqbi_client {
 	/* One per connection, so compact: ordered by size so that the struct has
 	 * no holes, rarely used state behind pointers, and the peer's address
@@ -287,6 +314,7 @@ struct mqbi_client {
 	char *auth_method;     /* enhanced authentication, kept for re-authentication */
 	mqbi_pending_connect *pending; /* while authenticating */
 	mqbi_outrefs *refs;            /* large payloads pending by reference, with wbuf */
+	mqbi_transport *xport;         /* NULL: the plain socket */
 	uint32_t last_rx; /* loop time (ms), truncated: only differences below 49 days count */
 	uint32_t rlen, rcap;
 	uint32_t wlen, wcap, woff;
@@ -306,7 +334,7 @@ struct mqbi_client {
 	bool request_problem_info : 1;
 	bool id_borrowed : 1; /* client_id points to the session's copy */
 	bool held : 1;        /* not read: flow control (backpressure.c) */
-	char peer[];          /* "ip:port" */
+	char peer[];          /* "ip:port"; at most MQBI_PEER_MAX bytes */
 };
 
 /* ---- Workers ---------------------------------------------------------- */
@@ -356,7 +384,9 @@ typedef struct mqbi_metrics {
 	mqbi_counter messages_too_large;
 	mqbi_counter malformed;
 	mqbi_counter sessions;
-	mqbi_counter publishers_held; /* flow control (backpressure.c) */
+	mqbi_counter publishers_held;      /* flow control (backpressure.c) */
+	mqbi_counter tls_handshakes;       /* completed */
+	mqbi_counter tls_handshake_errors; /* failed or timed out */
 } mqbi_metrics;
 
 /* A publisher held back by a congested session (backpressure.c). */
@@ -414,12 +444,13 @@ struct mqbi_worker {
 struct mqbi_listener {
 	mqbi_listener_cfg cfg;
 	mqb_broker *broker;
-	mqbi_worker *w;   /* the worker that accepts on it */
-	_Atomic int fd;   /* read by host calls, written by the worker */
-	_Atomic int port; /* bound port */
-	bool loopback;    /* bound to a loopback address */
-	bool removed;     /* closed by mqb_broker_remove_listener() */
-	mqbi_timer pause; /* accept paused after EMFILE */
+	mqbi_worker *w;              /* the worker that accepts on it */
+	_Atomic int fd;              /* read by host calls, written by the worker */
+	_Atomic int port;            /* bound port */
+	bool loopback;               /* bound to a loopback address */
+	bool removed;                /* closed by mqb_broker_remove_listener() */
+	mqbi_timer pause;            /* accept paused after EMFILE */
+	struct mqbi_tls_server *tls; /* ssl: certificates and settings (net/tls.c) */
 	_Atomic int64_t connections;
 };
 
@@ -530,9 +561,21 @@ mqb_err mqbi_listeners_open(mqb_broker *b);
 /* Adds and opens a listener on a running (or starting) broker. */
 mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg);
 void mqbi_worker_close_listeners(mqbi_worker *w);
+void mqbi_listener_free(mqb_broker *b, mqbi_listener *ls); /* at broker destruction */
 
 /* conn.c: socket I/O of a client */
+/* A new connection on ls: its PROXY header is read first when the listener
+ * has proxy_protocol, then mqbi_client_begin(). */
 void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd);
+/* Starts the connection's transport: the TLS handshake, or reading MQTT. */
+void mqbi_client_begin(mqbi_client *c);
+/* The transport is ready for MQTT (TLS handshake done): reading starts. */
+void mqbi_client_start(mqbi_client *c);
+/* proxy.c: reads the PROXY header of a new connection, then mqbi_client_begin(). */
+void mqbi_proxy_accept(mqbi_client *c);
+/* A pooled I/O buffer of at least `need` bytes, and its return. */
+uint8_t *mqbi_iobuf_get(mqbi_worker *w, uint32_t need, uint32_t *cap);
+void mqbi_iobuf_put(mqbi_worker *w, uint8_t *buf, uint32_t cap);
 void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c); /* after a move between workers */
 /* Detaches c from its worker so that another adopts it; the unprocessed input
  * (len bytes at from) moves into the client's own buffer. */

@@ -74,6 +74,8 @@ static void sys_tick(mqbi_loop *l, mqbi_timer *t)
 	publish_u64(w, "metrics/messages/dropped", m.messages_dropped);
 	publish_u64(w, "metrics/messages/expired", m.messages_expired);
 	publish_u64(w, "metrics/publishers/held", m.publishers_held);
+	publish_u64(w, "metrics/tls/handshakes", m.tls_handshakes);
+	publish_u64(w, "metrics/tls/handshake_errors", m.tls_handshake_errors);
 	publish_u64(w, "metrics/packets/received", m.packets_received);
 	publish_u64(w, "metrics/packets/sent", m.packets_sent);
 	publish_u64(w, "metrics/bytes/received", m.bytes_received);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "net/tls.h"
 
 static void on_io(mqbi_loop *l, int fd, void *user, unsigned events);
 
@@ -20,7 +21,7 @@ static const uint32_t iobuf_size[2] = {MQBI_IOBUF_SMALL, MQBI_IOBUF_LARGE};
 static const unsigned iobuf_keep[2] = {512, 64};
 
 /* A buffer of at least `need` bytes: a pooled one when a class fits. */
-static uint8_t *iobuf_get(mqbi_worker *w, uint32_t need, uint32_t *cap)
+uint8_t *mqbi_iobuf_get(mqbi_worker *w, uint32_t need, uint32_t *cap)
 {
 	for (int k = 0; k < 2; k++) {
 		if (need <= iobuf_size[k]) {
@@ -34,7 +35,7 @@ static uint8_t *iobuf_get(mqbi_worker *w, uint32_t need, uint32_t *cap)
 	return mqbi_malloc(&w->broker->alloc, need);
 }
 
-static void iobuf_put(mqbi_worker *w, uint8_t *buf, uint32_t cap)
+void mqbi_iobuf_put(mqbi_worker *w, uint8_t *buf, uint32_t cap)
 {
 	if (!buf)
 		return;
@@ -64,17 +65,17 @@ static bool iobuf_ensure(mqbi_worker *w, uint8_t **buf, uint32_t *cap, uint32_t 
 	if (*buf && need <= *cap)
 		return true;
 	if (!*buf) {
-		*buf = iobuf_get(w, (uint32_t)need, cap);
+		*buf = mqbi_iobuf_get(w, (uint32_t)need, cap);
 		return *buf != NULL;
 	}
 	uint32_t ncap;
 	uint8_t *nb;
 	if (need <= MQBI_IOBUF_LARGE) {
-		nb = iobuf_get(w, (uint32_t)need, &ncap);
+		nb = mqbi_iobuf_get(w, (uint32_t)need, &ncap);
 		if (!nb)
 			return false;
 		memcpy(nb, *buf, len);
-		iobuf_put(w, *buf, *cap);
+		mqbi_iobuf_put(w, *buf, *cap);
 	} else {
 		ncap = *cap <= UINT32_MAX / 2 && *cap * 2u > need ? *cap * 2u : (uint32_t)need;
 		nb = mqbi_realloc(&w->broker->alloc, *buf, ncap);
@@ -99,7 +100,7 @@ void mqbi_worker_free_iobufs(mqbi_worker *w)
 /* Gives the client's read buffer back once it holds nothing. */
 static void rbuf_release(mqbi_client *c)
 {
-	iobuf_put(c->w, c->rbuf, c->rcap);
+	mqbi_iobuf_put(c->w, c->rbuf, c->rcap);
 	c->rbuf = NULL;
 	c->rcap = 0;
 	c->rlen = 0;
@@ -162,10 +163,12 @@ static void list_remove(mqbi_worker *w, mqbi_client *c)
 void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 {
 	mqb_broker *b = w->broker;
-	char peer[INET6_ADDRSTRLEN + 8];
+	char peer[MQBI_PEER_MAX];
 	bool local_loopback;
 	format_peer(fd, peer, sizeof peer, &local_loopback);
-	size_t peer_size = strlen(peer) + 1;
+	/* Stored inline at its length, or with room for the address a PROXY
+	 * header will give. */
+	size_t peer_size = ls->cfg.proxy_protocol ? MQBI_PEER_MAX : strlen(peer) + 1;
 	mqbi_client *c = mqbi_calloc(&b->alloc, offsetof(mqbi_client, peer) + peer_size);
 	if (!c) {
 		mqbi_log(b, MQB_LOG_ERROR, "net", NULL, "out of memory accepting a connection");
@@ -177,18 +180,56 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	c->fd = fd;
 	c->state = MQBI_CS_CONNECTING;
 	c->last_rx = (uint32_t)mqbi_loop_now(w->loop);
-	memcpy(c->peer, peer, peer_size);
+	memcpy(c->peer, peer, strlen(peer) + 1);
 	c->local_loopback = local_loopback;
-	if (mqbi_loop_watch(w->loop, fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
-		mqbi_log(b, MQB_LOG_ERROR, "net", c, "cannot watch the connection");
-		close(fd);
-		mqbi_free(&b->alloc, c);
-		return;
-	}
 	atomic_fetch_add(&ls->connections, 1);
 	list_insert(w, c);
-	mqbi_timer_start(w->loop, &c->timer, mqbi_lim(b)->idle_timeout, mqbi_client_timer_fn);
-	mqbi_log(b, MQB_LOG_DEBUG, "net", c, "accepted on listener %s", ls->cfg.name);
+	mqbi_log(b, MQB_LOG_DEBUG, "net", c, "accepted on listener %s.%s", ls->cfg.type,
+	         ls->cfg.name);
+	if (ls->cfg.proxy_protocol)
+		mqbi_proxy_accept(c);
+	else
+		mqbi_client_begin(c);
+}
+
+void mqbi_client_begin(mqbi_client *c)
+{
+	mqbi_listener *ls = c->listener;
+	if (!ls->tls)
+		mqbi_client_start(c);
+	else if (!mqbi_tls_accept(c, ls->tls)) {
+		mqbi_log(c->w->broker, MQB_LOG_ERROR, "tls", c,
+		         "out of memory starting a TLS handshake");
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+	}
+}
+
+void mqbi_client_start(mqbi_client *c)
+{
+	mqbi_worker *w = c->w;
+	if (mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
+		mqbi_log(w->broker, MQB_LOG_ERROR, "net", c, "cannot watch the connection");
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return;
+	}
+	/* The CONNECT timeout. */
+	mqbi_timer_start(w->loop, &c->timer, mqbi_lim(w->broker)->idle_timeout,
+	                 mqbi_client_timer_fn);
+	/* The transport may already hold the first bytes (read with the
+	 * handshake's last record): the socket will not signal them. */
+	if (c->xport && c->xport->ops->buffered(c))
+		on_io(w->loop, c->fd, c, MQBI_EV_READ);
+}
+
+/* Input bytes of the connection: the socket's, or the transport's. */
+static ssize_t conn_recv(mqbi_client *c, uint8_t *buf, size_t len)
+{
+	return c->xport ? c->xport->ops->recv(c, buf, len) : recv(c->fd, buf, len, 0);
+}
+
+static bool conn_buffered(const mqbi_client *c)
+{
+	return c->xport && c->xport->ops->buffered(c);
 }
 
 void mqbi_client_pause(mqbi_client *c)
@@ -216,7 +257,9 @@ bool mqbi_client_resume(mqbi_client *c)
 		if (c->rlen == 0)
 			rbuf_release(c);
 	}
-	return true;
+	if (conn_buffered(c) && c->state != MQBI_CS_CLOSING && !c->held)
+		on_io(w->loop, c->fd, c, MQBI_EV_READ);
+	return c->state != MQBI_CS_CLOSING;
 }
 
 void mqbi_client_adopt(mqbi_worker *w, mqbi_client *c)
@@ -298,12 +341,33 @@ size_t mqbi_client_out_pending(const mqbi_client *c)
 /* At most this many pieces per writev. */
 #define OUT_IOV 64
 
+/* Hands pieces to the transport in order: how many bytes it took, or -1
+ * with errno when it took none. */
+static ssize_t xport_sendv(mqbi_client *c, const struct iovec *iov, int n)
+{
+	size_t total = 0;
+	for (int i = 0; i < n; i++) {
+		ssize_t k = c->xport->ops->send(c, iov[i].iov_base, iov[i].iov_len);
+		if (k < 0)
+			return total ? (ssize_t)total : -1;
+		total += (size_t)k;
+		if ((size_t)k < iov[i].iov_len)
+			break;
+	}
+	return (ssize_t)total;
+}
+
 /* Writes once what is pending, in order. */
 static ssize_t out_send(mqbi_client *c, int flags)
 {
 	const mqbi_outrefs *r = c->refs;
-	if (!r || !r->count)
+	if (!r || !r->count) {
+		if (c->xport) {
+			struct iovec one = {c->wbuf + c->woff, c->wlen - c->woff};
+			return xport_sendv(c, &one, 1);
+		}
 		return send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL | flags);
+	}
 	struct iovec iov[OUT_IOV];
 	int n = 0;
 	uint32_t pos = c->woff;
@@ -320,6 +384,8 @@ static ssize_t out_send(mqbi_client *c, int flags)
 	if (k == r->count && pos < c->wlen)
 		iov[n++] =
 		        (struct iovec){c->wbuf + pos, c->wlen - pos}; /* room: n <= OUT_IOV - 1 */
+	if (c->xport)
+		return xport_sendv(c, iov, n);
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 	return sendmsg(c->fd, &mh, MSG_NOSIGNAL | flags);
 }
@@ -472,7 +538,7 @@ static bool client_flush(mqbi_client *c)
 		return false;
 	}
 	/* All written: an idle connection keeps no output buffer. */
-	iobuf_put(w, c->wbuf, c->wcap);
+	mqbi_iobuf_put(w, c->wbuf, c->wcap);
 	c->wbuf = NULL;
 	c->wlen = c->wcap = c->woff = 0;
 	refs_free(c);
@@ -527,7 +593,7 @@ static void read_while_pending(mqbi_client *c)
 		mqbi_client_pause(c);
 		return;
 	}
-	ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	ssize_t n = conn_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c,
 		         "connection closed while its authentication was pending");
@@ -540,18 +606,11 @@ static void read_while_pending(mqbi_client *c)
 	}
 }
 
-static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
+/* Reads once and processes what came; false when the client is gone (closed
+ * or moved to another worker) or reading stops for now. */
+static bool read_input(mqbi_client *c)
 {
-	mqbi_client *c = user;
 	mqbi_worker *w = c->w;
-	if ((events & MQBI_EV_WRITE) && !client_flush(c))
-		return;
-	if (!(events & (MQBI_EV_READ | MQBI_EV_ERROR)) || c->held)
-		return;
-	if (c->state == MQBI_CS_AUTH_PENDING) {
-		read_while_pending(c);
-		return;
-	}
 	/* A partly read packet continues in the client's own buffer; otherwise read
 	 * into the worker's buffer and keep only the unprocessed tail. */
 	uint8_t *buf;
@@ -561,7 +620,7 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 		if (c->rcap - c->rlen < 4096 &&
 		    !iobuf_ensure(w, &c->rbuf, &c->rcap, c->rlen, (size_t)c->rlen + 4096)) {
 			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
-			return;
+			return false;
 		}
 		buf = c->rbuf;
 		have = c->rlen;
@@ -571,20 +630,20 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 		have = 0;
 		room = w->rbuf_cap;
 	}
-	ssize_t n = recv(fd, buf + have, room, 0);
+	ssize_t n = conn_recv(c, buf + have, room);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 		mqbi_log(w->broker, MQB_LOG_DEBUG, "net", c, "connection closed by peer%s%s",
 		         n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
 		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
-		return;
+		return false;
 	}
 	if (n < 0)
-		return;
+		return false;
 	MQBI_COUNT(w->m.bytes_received, (uint64_t)n);
 	size_t len = have + (size_t)n;
 	long used = mqbi_client_process(c, buf, len);
 	if (used < 0)
-		return; /* closed or moved to another worker */
+		return false; /* closed or moved to another worker */
 	size_t rest = len - (size_t)used;
 	if (buf == c->rbuf) {
 		memmove(c->rbuf, c->rbuf + used, rest);
@@ -595,11 +654,29 @@ static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
 		/* A packet continues in the next read: keep its start. */
 		if (!iobuf_ensure(w, &c->rbuf, &c->rcap, 0, rest)) {
 			mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
-			return;
+			return false;
 		}
 		memcpy(c->rbuf, buf + used, rest);
 		c->rlen = (uint32_t)rest;
 	}
+	return c->state != MQBI_CS_CLOSING && c->state != MQBI_CS_AUTH_PENDING && !c->held;
+}
+
+static void on_io(mqbi_loop *l, int fd, void *user, unsigned events)
+{
+	mqbi_client *c = user;
+	if ((events & MQBI_EV_WRITE) && !client_flush(c))
+		return;
+	if (!(events & (MQBI_EV_READ | MQBI_EV_ERROR)) || c->held)
+		return;
+	if (c->state == MQBI_CS_AUTH_PENDING) {
+		read_while_pending(c);
+		return;
+	}
+	/* Input a transport decoded ahead (TLS records) is not signalled by the
+	 * socket: read until it is used up. */
+	while (read_input(c) && conn_buffered(c))
+		;
 }
 
 void mqbi_client_close(mqbi_client *c, uint8_t reason)
@@ -614,6 +691,8 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 	/* Best effort: hand what is pending (e.g. a DISCONNECT) to the kernel. */
 	if (mqbi_client_out_pending(c))
 		(void)!out_send(c, MSG_DONTWAIT);
+	if (c->xport)
+		c->xport->ops->close(c);
 	mqbi_timer_stop(w->loop, &c->timer);
 	mqbi_client_forget_ticket(c);
 	if (c->held)
@@ -714,8 +793,8 @@ void mqbi_client_free(mqbi_client *c)
 		mqbi_strmap_fini(&al->out);
 		mqbi_free(a, al);
 	}
-	iobuf_put(w, c->rbuf, c->rcap);
-	iobuf_put(w, c->wbuf, c->wcap);
+	mqbi_iobuf_put(w, c->rbuf, c->rcap);
+	mqbi_iobuf_put(w, c->wbuf, c->wcap);
 	refs_free(c);
 	if (!c->id_borrowed)
 		mqbi_free(a, c->client_id);

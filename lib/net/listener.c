@@ -1,4 +1,5 @@
-/* TCP listeners. Listener i is served by worker i mod N; an accepted
+/* Listeners (tcp, ssl; the transport of a connection is chosen in conn.c).
+ * Listener i is served by worker i mod N; an accepted
  * connection moves to its session's home worker once its CONNECT is read, so
  * accepting on one worker does not pin the load. */
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "net/tls.h"
 
 static bool addr_is_loopback(const struct sockaddr *sa)
 {
@@ -140,12 +142,38 @@ static void close_listener(mqbi_worker *w, void *arg)
 	close(fd);
 }
 
+/* A listener by "name" or "type.name" (names may repeat across types, as
+ * in EMQX's listener.tcp.external and listener.ssl.external). */
 static mqbi_listener *find(mqb_broker *b, const char *name)
 {
-	for (unsigned i = 0; i < b->nlisteners; i++)
-		if (!b->listeners[i]->removed && strcmp(b->listeners[i]->cfg.name, name) == 0)
-			return b->listeners[i];
+	for (unsigned i = 0; i < b->nlisteners; i++) {
+		mqbi_listener *ls = b->listeners[i];
+		size_t tl = strlen(ls->cfg.type);
+		if (ls->removed)
+			continue;
+		if (strcmp(ls->cfg.name, name) == 0 ||
+		    (strncmp(name, ls->cfg.type, tl) == 0 && name[tl] == '.' &&
+		     strcmp(name + tl + 1, ls->cfg.name) == 0))
+			return ls;
+	}
 	return NULL;
+}
+
+static bool exists(mqb_broker *b, const mqbi_listener_cfg *cfg)
+{
+	for (unsigned i = 0; i < b->nlisteners; i++) {
+		const mqbi_listener *ls = b->listeners[i];
+		if (!ls->removed && strcmp(ls->cfg.type, cfg->type) == 0 &&
+		    strcmp(ls->cfg.name, cfg->name) == 0)
+			return true;
+	}
+	return false;
+}
+
+void mqbi_listener_free(mqb_broker *b, mqbi_listener *ls)
+{
+	mqbi_tls_server_release(ls->tls);
+	mqbi_free(&b->alloc, ls);
 }
 
 mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg)
@@ -156,8 +184,16 @@ mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg)
 	ls->cfg = *cfg;
 	ls->broker = b;
 	ls->fd = -1;
+	/* Certificates load before anything opens: a bad file fails the start. */
+	if (mqbi_listener_is_tls(cfg)) {
+		mqb_err err = mqbi_tls_server_create(b, cfg, &ls->tls);
+		if (err) {
+			mqbi_free(&b->alloc, ls);
+			return err;
+		}
+	}
 	pthread_mutex_lock(&b->state_lock);
-	mqb_err err = find(b, cfg->name) ? MQB_ERR_EXISTS : MQB_OK;
+	mqb_err err = exists(b, cfg) ? MQB_ERR_EXISTS : MQB_OK;
 	if (!err && b->nlisteners == b->listeners_cap) {
 		unsigned cap = b->listeners_cap ? b->listeners_cap * 2 : 4;
 		mqbi_listener **n = mqbi_realloc(&b->alloc, b->listeners, sizeof(*n) * cap);
@@ -174,7 +210,7 @@ mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg)
 	}
 	pthread_mutex_unlock(&b->state_lock);
 	if (err) {
-		mqbi_free(&b->alloc, ls);
+		mqbi_listener_free(b, ls);
 		return err;
 	}
 	/* From here it is the broker's (freed at destroy), opened or not. */
@@ -217,31 +253,53 @@ void mqbi_worker_close_listeners(mqbi_worker *w)
 	pthread_mutex_unlock(&b->state_lock);
 }
 
-MQB_API mqb_err mqb_broker_add_listener(mqb_broker *b, const char *name, const char *address)
+MQB_API mqb_err mqb_broker_open_listener(mqb_broker *b, const char *type, const char *name,
+                                         const char *address, const char *const *settings)
 {
-	if (!b || !name || !address)
+	if (!b || !type || !name || !address)
 		return MQB_ERR_INVAL;
 	int st = atomic_load(&b->state);
 	if (st != MQBI_BS_RUNNING)
 		return MQB_ERR_STATE;
-	/* The registry parses and checks the address like a config key. */
+	if (strlen(type) > 7 || strlen(name) > 63)
+		return MQB_ERR_INVAL;
+	/* The registry parses and checks the settings like config keys. */
 	mqb_config *tmp;
 	mqb_err err = mqb_config_create(&tmp, &b->alloc);
 	if (err)
 		return err;
-	char key[128];
-	snprintf(key, sizeof key, "listener.tcp.%s", name);
-	err = strlen(name) > 63 ? MQB_ERR_INVAL : mqb_config_set(tmp, key, address, NULL, 0);
+	char key[160], why[256];
+	snprintf(key, sizeof key, "listener.%s.%s", type, name);
+	err = mqb_config_set(tmp, key, address, why, sizeof why);
+	for (size_t i = 0; !err && settings && settings[i]; i += 2) {
+		if (!settings[i + 1] || strlen(settings[i]) > 64) {
+			err = MQB_ERR_INVAL;
+			break;
+		}
+		snprintf(key, sizeof key, "listener.%s.%s.%s", type, name, settings[i]);
+		err = mqb_config_set(tmp, key, settings[i + 1], why, sizeof why);
+	}
+	if (err)
+		mqbi_log(b, MQB_LOG_ERROR, "net", NULL, "listener %s.%s: %s", type, name, why);
 	const mqbi_listener_cfg *cfg = NULL;
-	for (size_t i = 0; !err && i < mqbi_cfg_listener_count(tmp); i++)
-		if (strcmp(mqbi_cfg_listener(tmp, i)->name, name) == 0)
-			cfg = mqbi_cfg_listener(tmp, i);
+	for (size_t i = 0; !err && i < mqbi_cfg_listener_count(tmp); i++) {
+		const mqbi_listener_cfg *l = mqbi_cfg_listener(tmp, i);
+		if (strcmp(l->type, type) == 0 && strcmp(l->name, name) == 0)
+			cfg = l;
+	}
 	if (!err && !cfg)
 		err = MQB_ERR_INVAL; /* "off" */
 	if (!err)
 		err = mqbi_listener_add(b, cfg);
 	mqb_config_destroy(tmp);
-	return err == MQB_ERR_PARSE || err == MQB_ERR_RANGE ? MQB_ERR_INVAL : err;
+	return err == MQB_ERR_PARSE || err == MQB_ERR_RANGE || err == MQB_ERR_NOTFOUND
+	               ? MQB_ERR_INVAL
+	               : err;
+}
+
+MQB_API mqb_err mqb_broker_add_listener(mqb_broker *b, const char *name, const char *address)
+{
+	return mqb_broker_open_listener(b, "tcp", name, address, NULL);
 }
 
 MQB_API mqb_err mqb_broker_remove_listener(mqb_broker *b, const char *name)

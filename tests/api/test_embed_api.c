@@ -1544,6 +1544,59 @@ START_TEST(test_runtime_listeners)
 }
 END_TEST
 
+/* Listeners of any type with their settings; names are per type. */
+START_TEST(test_open_listener_settings)
+{
+	const char *const proxied[] = {"proxy_protocol", "true", "max_connections", "10", NULL};
+	ck_assert_int_eq(mqb_broker_open_listener(b, "tcp", "lb", "127.0.0.1:0", proxied), MQB_OK);
+	int lbport = 0;
+	ck_assert_int_eq(mqb_broker_listener_port(b, "tcp.lb", &lbport), MQB_OK);
+	ck_assert_int_gt(lbport, 0);
+	/* A PROXY v1 header, then MQTT: the client gets the header's address. */
+	int fd = mr_dial(lbport);
+	ck_assert_int_ge(fd, 0);
+	const char hdr[] = "PROXY TCP4 192.0.2.44 127.0.0.1 4444 1883\r\n";
+	ck_assert_int_eq(write(fd, hdr, sizeof hdr - 1), (ssize_t)(sizeof hdr - 1));
+	mr_connect_opts o = {.proto = 5, .client_id = "viaproxy", .clean = 1, .keepalive = 30};
+	mr_buf cb = {0};
+	mr_enc_connect(&cb, &o);
+	ck_assert_int_eq(mr_send(fd, &cb), 0);
+	mr_buf_free(&cb);
+	mr_packet ack;
+	int sp = -1, rc = -1;
+	ck_assert_int_eq(mr_read(fd, &ack, WAIT_MS), 1);
+	ck_assert_int_eq(mr_parse_connack(&ack, 5, &sp, &rc, NULL), 0);
+	ck_assert_int_eq(rc, 0);
+	mr_packet_free(&ack);
+	st_copy st;
+	ck_assert_int_eq(get_status("viaproxy", &st), MQB_OK);
+	ck_assert_str_eq(st.listener, "lb");
+	ck_assert_str_eq(st.peer, "192.0.2.44:4444");
+	close(fd);
+
+	/* The same name with another type is another listener; a TLS one needs
+	 * its certificate, and bad settings are refused. */
+	const char *const nocert[] = {"verify", "verify_none", NULL};
+	ck_assert_int_eq(mqb_broker_open_listener(b, "ssl", "lb", "127.0.0.1:0", nocert),
+	                 MQB_ERR_INVAL);
+	const char *const missing[] = {"certfile", "/nonexistent.pem", "keyfile", "/x.key", NULL};
+	ck_assert_int_eq(mqb_broker_open_listener(b, "ssl", "lb", "127.0.0.1:0", missing),
+	                 MQB_ERR_INVAL);
+	const char *const unknown[] = {"no_such_setting", "1", NULL};
+	ck_assert_int_eq(mqb_broker_open_listener(b, "tcp", "x2", "127.0.0.1:0", unknown),
+	                 MQB_ERR_INVAL);
+	const char *const odd[] = {"proxy_protocol", NULL};
+	ck_assert_int_eq(mqb_broker_open_listener(b, "tcp", "x3", "127.0.0.1:0", odd),
+	                 MQB_ERR_INVAL);
+	ck_assert_int_eq(mqb_broker_open_listener(b, "udp", "x4", "127.0.0.1:0", NULL),
+	                 MQB_ERR_INVAL);
+	ck_assert_int_eq(mqb_broker_open_listener(b, "tcp", "lb", "127.0.0.1:0", NULL),
+	                 MQB_ERR_EXISTS);
+	ck_assert_int_eq(mqb_broker_remove_listener(b, "tcp.lb"), MQB_OK);
+	ck_assert_int_eq(mqb_broker_listener_port(b, "lb", &lbport), MQB_ERR_NOTFOUND);
+}
+END_TEST
+
 /* Reconfigure -------------------------------------------------------------- */
 
 typedef struct change {
@@ -1750,6 +1803,7 @@ int main(void)
 	tcase_add_test(tc, test_kick);
 	tcase_add_test(tc, test_subscribe_client);
 	tcase_add_test(tc, test_runtime_listeners);
+	tcase_add_test(tc, test_open_listener_settings);
 	tcase_add_test(tc, test_reconfigure);
 	tcase_add_test(tc, test_metrics);
 	suite_add_tcase(s, tc);

@@ -69,6 +69,11 @@ class Broker:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("broker exited at start:\n" + self.log())
+            # Every listener is open once the start is logged (the default
+            # TCP one may be open before a slower TLS one).
+            if REFERENCE != "mosquitto" and " started: node " not in self.log():
+                time.sleep(0.02)
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self

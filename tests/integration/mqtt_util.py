@@ -98,7 +98,8 @@ class PahoClient:
     """paho client with blocking helpers. version: MQTTv31/MQTTv311/MQTTv5."""
 
     def __init__(self, port, client_id=None, version=MQTTv5, clean=True, keepalive=60,
-                 connect_props=None, will=None, userdata=None):
+                 connect_props=None, will=None, userdata=None, tls=None, transport="tcp",
+                 ws_path="/mqtt"):
         self.port = port
         self.version = version
         self.client_id = uid() if client_id is None else client_id
@@ -106,9 +107,14 @@ class PahoClient:
         self.keepalive = keepalive
         self.connect_props = connect_props
         if version == MQTTv5:
-            self.c = mqtt.Client(self.client_id, protocol=version)
+            self.c = mqtt.Client(self.client_id, protocol=version, transport=transport)
         else:
-            self.c = mqtt.Client(self.client_id, clean_session=clean, protocol=version)
+            self.c = mqtt.Client(self.client_id, clean_session=clean, protocol=version,
+                                 transport=transport)
+        if transport == "websockets":
+            self.c.ws_set_options(path=ws_path)
+        if tls is not None:  # an ssl.SSLContext
+            self.c.tls_set_context(tls)
         if will:
             self.c.will_set(**will)
         self.lock = threading.Condition()
@@ -499,9 +505,12 @@ class Closed(Exception):
 class Raw:
     """Minimal raw MQTT client. version 3 (3.1 'MQIsdp'), 4 (3.1.1) or 5."""
 
-    def __init__(self, port, version=5, timeout=TIMEOUT):
+    def __init__(self, port, version=5, timeout=TIMEOUT, tls=None, sock=None):
+        """sock: a connected socket to speak on instead of a new one to port."""
         self.version = version
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:  # an ssl.SSLContext
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.timeout = timeout
@@ -815,8 +824,8 @@ class BrokerTest(unittest.TestCase):
             c.connect()
         return c
 
-    def raw(self, port=None, client_id=None, version=5, connect=True, **kw):
-        r = Raw(port or self.port, version)
+    def raw(self, port=None, client_id=None, version=5, connect=True, tls=None, **kw):
+        r = Raw(port or self.port, version, tls=tls)
         self.addCleanup(r.close)
         if connect:
             r.connack = r.connect(uid("r") if client_id is None else client_id, **kw)

@@ -102,8 +102,9 @@ START_TEST(defaults_canonical)
 {
 	int n = 0;
 	mqb_config_visit(cfg, visit_default_equal, &n);
-	/* fixed keys + listener.tcp.default + its max_connections */
-	ck_assert_int_eq(n, MQBI_K__COUNT + 2);
+	/* fixed keys + listener.tcp.default + its max_connections, proxy_protocol
+	 * and proxy_protocol_timeout */
+	ck_assert_int_eq(n, MQBI_K__COUNT + 4);
 }
 END_TEST
 
@@ -483,13 +484,38 @@ START_TEST(listener_bad)
 	ck_assert_int_eq(set("listener.tcp.x", "70000"), MQB_ERR_RANGE);
 	ck_assert_str_eq(err, "key 'listener.tcp.x': port 70000 is out of range (0..65535)");
 	ck_assert_int_eq(set("listener.udp.x", "1"), MQB_ERR_NOTFOUND);
-	ck_assert_str_eq(err, "key 'listener.udp.x': unknown listener type 'udp' (known: tcp)");
+	ck_assert_str_eq(err,
+	                 "key 'listener.udp.x': unknown listener type 'udp' (known: tcp, ssl)");
 	ck_assert_int_eq(set("listener.tcp.default.max_conections", "5"), MQB_ERR_NOTFOUND);
 	ck_assert_str_eq(err, "key 'listener.tcp.default.max_conections': unknown listener "
 	                      "setting 'max_conections'; did you mean 'max_connections'?");
 	ck_assert_int_eq(set("listener.tcp.bad name", "1"), MQB_ERR_PARSE);
 	ck_assert_str_eq(err, "key 'listener.tcp.bad name': invalid listener name 'bad name' "
 	                      "(1..63 letters, digits, '_' or '-')");
+
+	/* TLS sub-keys exist on ssl listeners only; text values are kept as given. */
+	ck_assert_int_eq(set("listener.tcp.default.certfile", "/x.pem"), MQB_ERR_NOTFOUND);
+	ck_assert_int_eq(set("listener.ssl.s", "8883"), MQB_OK);
+	ck_assert_int_eq(set("listener.ssl.s.certfile", "/etc/mqb/server.pem"), MQB_OK);
+	ck_assert_str_eq(get("listener.ssl.s.certfile"), "/etc/mqb/server.pem");
+	ck_assert_str_eq(get("listener.ssl.s.verify"), "verify_none");
+	ck_assert_str_eq(get("listener.ssl.s.tls_versions"), "tlsv1.2");
+	ck_assert_int_eq(set("listener.ssl.s.verify", "verify_peer"), MQB_OK);
+	ck_assert_int_eq(set("listener.ssl.s.verify", "always"), MQB_ERR_PARSE);
+	ck_assert_int_eq(set("listener.ssl.s.peer_cert_as_username", "cn"), MQB_OK);
+	ck_assert_int_eq(set("listener.ssl.s.proxy_protocol", "true"), MQB_OK);
+	char longpath[300];
+	memset(longpath, 'a', sizeof longpath - 1);
+	longpath[sizeof longpath - 1] = '\0';
+	ck_assert_int_ne(set("listener.ssl.s.keyfile", longpath), MQB_OK);
+	ck_assert_str_eq(get("listener.ssl.s.keyfile"), "");
+	const mqbi_listener_cfg *l = mqbi_cfg_listener(cfg, mqbi_cfg_listener_count(cfg) - 1);
+	ck_assert_str_eq(l->type, "ssl");
+	ck_assert_int_eq(l->port, 8883);
+	ck_assert_int_eq(l->verify, MQBI_VERIFY_PEER);
+	ck_assert_int_eq(l->peer_cert_as_username, MQBI_CERT_AS_CN);
+	ck_assert_int_eq(l->proxy_protocol, 1);
+	ck_assert_int_eq(l->handshake_timeout, 15000);
 
 	char key[128];
 	snprintf(key, sizeof key, "listener.tcp.%063d", 7);
@@ -729,7 +755,7 @@ START_TEST(visit_order_and_types)
 	ck_assert_int_eq(set("listener.tcp.b", "[::1]:5"), MQB_OK);
 	ck_assert_int_eq(set("mqtt.max_packet_size", "2MB"), MQB_OK);
 	mqb_config_visit(cfg, collect_fn, &c);
-	ck_assert_int_eq(c.n, MQBI_K__COUNT + 3);
+	ck_assert_int_eq(c.n, MQBI_K__COUNT + 5);
 	ck_assert_str_eq(c.lines[0], "node.name|mqb@127.0.0.1|mqb@127.0.0.1|string");
 	ck_assert_str_eq(c.lines[1], "node.loop_threads|0|0|int (0..1024)");
 	ck_assert_str_eq(
@@ -750,6 +776,10 @@ START_TEST(visit_order_and_types)
 	ck_assert_str_eq(c.lines[MQBI_K__COUNT + 1], "listener.tcp.b|[::1]:5|off|listener");
 	ck_assert_str_eq(c.lines[MQBI_K__COUNT + 2],
 	                 "listener.tcp.b.max_connections|1024000|1024000|int (>= 1)");
+	ck_assert_str_eq(c.lines[MQBI_K__COUNT + 3],
+	                 "listener.tcp.b.proxy_protocol|false|false|bool");
+	ck_assert_str_eq(c.lines[MQBI_K__COUNT + 4],
+	                 "listener.tcp.b.proxy_protocol_timeout|3s|3s|duration (100ms..1h)");
 }
 END_TEST
 
