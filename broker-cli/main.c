@@ -253,14 +253,21 @@ static int print_docs(void)
 	      "on all interfaces (`0.0.0.0`), and port `0` takes any free port.\n"
 	      "`listener.<type>.<name> = off` removes a listener, such as the built-in\n"
 	      "`listener.tcp.default`. A listener's settings are sub-keys\n"
-	      "`listener.<type>.<name>.<setting>`, set after the listener itself; the table\n"
-	      "shows them for `listener.tcp.default`, and every listener of the type has them.\n"
+	      "`listener.<type>.<name>.<setting>`, set after the listener itself. The types are\n"
+	      "`tcp`, `ssl` (TLS), `ws` (WebSocket) and `wss` (WebSocket over TLS), described in\n"
+	      "docs/TRANSPORTS.md. The table shows the settings of `listener.tcp.default` and of\n"
+	      "an example listener `external` of each other type, which a fresh configuration\n"
+	      "does not have; every listener of a type has its type's settings.\n"
 	      "\n"
 	      "## Keys\n"
 	      "\n"
 	      "| Key | Type | Default | Description |\n"
 	      "|---|---|---|---|\n",
 	      stdout);
+	/* Examples, so that every listener type's settings are documented. */
+	mqb_config_set(cfg, "listener.ssl.external", "0.0.0.0:8883", NULL, 0);
+	mqb_config_set(cfg, "listener.ws.external", "0.0.0.0:8083", NULL, 0);
+	mqb_config_set(cfg, "listener.wss.external", "0.0.0.0:8084", NULL, 0);
 	mqb_config_visit(cfg, docs_row, stdout);
 	mqb_config_destroy(cfg);
 	return EXIT_SUCCESS;

@@ -366,7 +366,7 @@ MQB_API void mqb_broker_destroy(mqb_broker *b);
 /** Opens a TCP listener at run time: `address` is "[host:]port" as in the
  * config key listener.tcp.<name>. MQB_ERR_EXISTS if the name is taken. */
 MQB_API mqb_err mqb_broker_add_listener(mqb_broker *b, const char *name, const char *address);
-/** Opens a listener of any type at run time: `type` is "tcp" or "ssl",
+/** Opens a listener of any type at run time: `type` is "tcp", "ssl", "ws" or "wss",
  * `address` as in the key listener.<type>.<name>, and `settings` (may be
  * NULL) a NULL-terminated list of sub-key / value pairs, e.g.
  * {"certfile", "/etc/mqb/server.pem", "keyfile", "/etc/mqb/server.key", NULL}.

@@ -251,6 +251,27 @@ static const listener_subkey tls_subkeys[] = {
          LFIELD(peer_cert_as_clientid)},
 };
 
+static const listener_subkey ws_subkeys[] = {
+        LTEXT(mqtt_path, "/mqtt", "HTTP path of the WebSocket endpoint (must start with '/')."),
+        {{"max_frame_size", CFG_SIZE, "0", 0, 256 * MIB, NULL,
+          "Largest WebSocket frame payload accepted; a larger one closes the connection with "
+          "code 1009. 0 = no limit but the MQTT packet size.",
+          false},
+         LFIELD(max_frame_size)},
+        {{"fail_if_no_subprotocol", CFG_BOOL, "true", 0, 1, NULL,
+          "Refuse an upgrade request that offers no subprotocol (MQTT clients offer mqtt or "
+          "mqttv3.1; an offer of neither is always refused).",
+          false},
+         LFIELD(fail_if_no_subprotocol)},
+        LTEXT(proxy_address_header, "",
+              "HTTP header holding the real client address behind a reverse proxy (e.g. "
+              "X-Forwarded-For: its first address is taken); empty = not used. Only for "
+              "listeners that only a trusted proxy can reach."),
+        LTEXT(proxy_port_header, "",
+              "HTTP header holding the real client port (e.g. "
+              "X-Forwarded-Port); empty = not used."),
+};
+
 #define GROUP(g)                                                                                   \
 	{                                                                                          \
 		g, sizeof g / sizeof g[0]                                                          \
@@ -263,7 +284,7 @@ typedef struct subkey_group {
 typedef struct listener_family {
 	const char *type;
 	const char *doc; /* of the address key */
-	subkey_group groups[3];
+	subkey_group groups[4];
 } listener_family;
 
 static const listener_family families[] = {
@@ -274,6 +295,12 @@ static const listener_family families[] = {
         {"ssl",
          "MQTT over TLS (usually port 8883): [host:]port, or off, as for tcp.",
          {GROUP(common_subkeys), GROUP(proxy_subkeys), GROUP(tls_subkeys)}},
+        {"ws",
+         "MQTT over WebSocket (usually port 8083): [host:]port, or off, as for tcp.",
+         {GROUP(common_subkeys), GROUP(proxy_subkeys), GROUP(ws_subkeys)}},
+        {"wss",
+         "MQTT over WebSocket over TLS (usually port 8084): [host:]port, or off, as for tcp.",
+         {GROUP(common_subkeys), GROUP(proxy_subkeys), GROUP(tls_subkeys), GROUP(ws_subkeys)}},
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 

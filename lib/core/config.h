@@ -105,7 +105,8 @@ typedef struct mqbi_listener_cfg {
 	int64_t peer_cert_as_username, peer_cert_as_clientid; /* MQBI_CERT_AS_* */
 	/* WebSocket (ws, wss) */
 	char mqtt_path[MQBI_CFG_PATH];
-	int64_t max_frame_size; /* bytes; 0 = unlimited */
+	int64_t max_frame_size;         /* bytes; 0 = unlimited */
+	int64_t fail_if_no_subprotocol; /* bool */
 	char proxy_address_header[64];
 	char proxy_port_header[64];
 } mqbi_listener_cfg;

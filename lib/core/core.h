@@ -274,26 +274,38 @@ typedef struct mqbi_pending_connect {
 } mqbi_pending_connect;
 
 /* A connection's byte stream when it is more than the plain socket (TLS,
- * WebSocket): the transport's state begins with this. The socket readiness
- * and the MQTT buffers stay in conn.c; the transport transforms bytes. */
+ * WebSocket, WebSocket over TLS): transports transform bytes and stack, each
+ * reading and writing through the one below it (`lower`, NULL: the socket).
+ * The socket's readiness and the MQTT buffers stay in conn.c. */
+typedef struct mqbi_transport mqbi_transport;
 typedef struct mqbi_transport_ops {
 	/* Up to len bytes of the stream: > 0 bytes, 0 at its end, or -1 with
 	 * errno set (EAGAIN: nothing now). */
-	ssize_t (*recv)(mqbi_client *c, uint8_t *buf, size_t len);
+	ssize_t (*recv)(mqbi_transport *t, uint8_t *buf, size_t len);
 	/* Takes bytes to send: how many, or -1 with errno (EAGAIN: no room now).
 	 * After EAGAIN, or a count short of len, the next call starts with the
 	 * bytes not taken. */
-	ssize_t (*send)(mqbi_client *c, const uint8_t *buf, size_t len);
+	ssize_t (*send)(mqbi_transport *t, const uint8_t *buf, size_t len);
 	/* Input read from the socket that recv has not returned yet: the
 	 * socket will not signal it. */
-	bool (*buffered)(const mqbi_client *c);
-	/* Frees the transport's state (c->xport) at close; best effort goodbye. */
-	void (*close)(mqbi_client *c);
+	bool (*buffered)(const mqbi_transport *t);
+	/* Bytes of the transport's own (control frames) waiting to be written,
+	 * and writing them: 0, or the errno that stopped it. May be NULL. */
+	size_t (*pending)(const mqbi_transport *t);
+	int (*flush)(mqbi_transport *t);
+	/* Best-effort goodbye, then frees the transport and those below it. */
+	void (*close)(mqbi_transport *t);
 } mqbi_transport_ops;
 
-typedef struct mqbi_transport {
+struct mqbi_transport {
 	const mqbi_transport_ops *ops;
-} mqbi_transport;
+	mqbi_client *c;
+	mqbi_transport *lower; /* NULL: the socket */
+};
+
+/* The lower layer's byte stream: the transport below t, or the socket. */
+ssize_t mqbi_transport_lower_recv(mqbi_transport *t, uint8_t *buf, size_t len);
+ssize_t mqbi_transport_lower_send(mqbi_transport *t, const uint8_t *buf, size_t len);
 
 struct mqbi_client {
 	/* One per connection, so compact: ordered by size so that the struct has
@@ -314,7 +326,7 @@ struct mqbi_client {
 	char *auth_method;     /* enhanced authentication, kept for re-authentication */
 	mqbi_pending_connect *pending; /* while authenticating */
 	mqbi_outrefs *refs;            /* large payloads pending by reference, with wbuf */
-	mqbi_transport *xport;         /* NULL: the plain socket */
+	mqbi_transport *xport;         /* top of the transport stack; NULL: the plain socket */
 	uint32_t last_rx; /* loop time (ms), truncated: only differences below 49 days count */
 	uint32_t rlen, rcap;
 	uint32_t wlen, wcap, woff;

@@ -11,6 +11,7 @@
 
 #include "core/core.h"
 #include "net/tls.h"
+#include "net/ws.h"
 
 static void on_io(mqbi_loop *l, int fd, void *user, unsigned events);
 
@@ -167,8 +168,10 @@ void mqbi_client_accept(mqbi_worker *w, mqbi_listener *ls, int fd)
 	bool local_loopback;
 	format_peer(fd, peer, sizeof peer, &local_loopback);
 	/* Stored inline at its length, or with room for the address a PROXY
-	 * header will give. */
-	size_t peer_size = ls->cfg.proxy_protocol ? MQBI_PEER_MAX : strlen(peer) + 1;
+	 * header (or a WebSocket X-Forwarded-For) will give. */
+	size_t peer_size = ls->cfg.proxy_protocol || ls->cfg.proxy_address_header[0]
+	                           ? MQBI_PEER_MAX
+	                           : strlen(peer) + 1;
 	mqbi_client *c = mqbi_calloc(&b->alloc, offsetof(mqbi_client, peer) + peer_size);
 	if (!c) {
 		mqbi_log(b, MQB_LOG_ERROR, "net", NULL, "out of memory accepting a connection");
@@ -207,6 +210,11 @@ void mqbi_client_begin(mqbi_client *c)
 void mqbi_client_start(mqbi_client *c)
 {
 	mqbi_worker *w = c->w;
+	if (mqbi_listener_is_ws(&c->listener->cfg) && !mqbi_ws_attach(c)) {
+		mqbi_log(w->broker, MQB_LOG_ERROR, "ws", c, "out of memory starting WebSocket");
+		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
+		return;
+	}
 	if (mqbi_loop_watch(w->loop, c->fd, MQBI_EV_READ, on_io, c) != MQB_OK) {
 		mqbi_log(w->broker, MQB_LOG_ERROR, "net", c, "cannot watch the connection");
 		mqbi_client_close(c, MQBI_RC_UNSPECIFIED);
@@ -217,19 +225,30 @@ void mqbi_client_start(mqbi_client *c)
 	                 mqbi_client_timer_fn);
 	/* The transport may already hold the first bytes (read with the
 	 * handshake's last record): the socket will not signal them. */
-	if (c->xport && c->xport->ops->buffered(c))
+	if (c->xport && c->xport->ops->buffered(c->xport))
 		on_io(w->loop, c->fd, c, MQBI_EV_READ);
 }
 
 /* Input bytes of the connection: the socket's, or the transport's. */
 static ssize_t conn_recv(mqbi_client *c, uint8_t *buf, size_t len)
 {
-	return c->xport ? c->xport->ops->recv(c, buf, len) : recv(c->fd, buf, len, 0);
+	return c->xport ? c->xport->ops->recv(c->xport, buf, len) : recv(c->fd, buf, len, 0);
 }
 
 static bool conn_buffered(const mqbi_client *c)
 {
-	return c->xport && c->xport->ops->buffered(c);
+	return c->xport && c->xport->ops->buffered(c->xport);
+}
+
+ssize_t mqbi_transport_lower_recv(mqbi_transport *t, uint8_t *buf, size_t len)
+{
+	return t->lower ? t->lower->ops->recv(t->lower, buf, len) : recv(t->c->fd, buf, len, 0);
+}
+
+ssize_t mqbi_transport_lower_send(mqbi_transport *t, const uint8_t *buf, size_t len)
+{
+	return t->lower ? t->lower->ops->send(t->lower, buf, len)
+	                : send(t->c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void mqbi_client_pause(mqbi_client *c)
@@ -333,9 +352,16 @@ static void refs_free(mqbi_client *c)
 	c->refs = NULL;
 }
 
+/* Output of the transport's own (WebSocket control frames). */
+static size_t xport_pending(const mqbi_client *c)
+{
+	return c->xport && c->xport->ops->pending ? c->xport->ops->pending(c->xport) : 0;
+}
+
 size_t mqbi_client_out_pending(const mqbi_client *c)
 {
-	return c->wlen - c->woff + (c->refs ? c->refs->bytes - c->refs->sent : 0);
+	return c->wlen - c->woff + (c->refs ? c->refs->bytes - c->refs->sent : 0) +
+	       (c->xport ? xport_pending(c) : 0);
 }
 
 /* At most this many pieces per writev. */
@@ -347,7 +373,7 @@ static ssize_t xport_sendv(mqbi_client *c, const struct iovec *iov, int n)
 {
 	size_t total = 0;
 	for (int i = 0; i < n; i++) {
-		ssize_t k = c->xport->ops->send(c, iov[i].iov_base, iov[i].iov_len);
+		ssize_t k = c->xport->ops->send(c->xport, iov[i].iov_base, iov[i].iov_len);
 		if (k < 0)
 			return total ? (ssize_t)total : -1;
 		total += (size_t)k;
@@ -461,7 +487,7 @@ void mqbi_client_mark_dirty(mqbi_client *c)
  * that is left to client_flush(), where closing is safe. */
 static int write_pending(mqbi_client *c)
 {
-	while (mqbi_client_out_pending(c)) {
+	while (c->wlen > c->woff || (c->refs && c->refs->count)) {
 		ssize_t n = out_send(c, MSG_DONTWAIT);
 		if (n > 0) {
 			out_advance(c, (size_t)n);
@@ -472,7 +498,7 @@ static int write_pending(mqbi_client *c)
 		return n < 0 ? errno : EPIPE;
 	}
 	c->woff = c->wlen = 0;
-	return 0;
+	return xport_pending(c) ? c->xport->ops->flush(c->xport) : 0;
 }
 
 void mqbi_client_out_commit(mqbi_client *c, size_t n)
@@ -688,11 +714,14 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 	bool was_connected = c->state == MQBI_CS_CONNECTED;
 	c->state = MQBI_CS_CLOSING;
 	c->disconnect_reason = reason;
-	/* Best effort: hand what is pending (e.g. a DISCONNECT) to the kernel. */
-	if (mqbi_client_out_pending(c))
+	/* Best effort: hand what is pending (e.g. a DISCONNECT) to the kernel;
+	 * the transport's close sends its own goodbye. */
+	if (c->wlen > c->woff || (c->refs && c->refs->count))
 		(void)!out_send(c, MSG_DONTWAIT);
-	if (c->xport)
-		c->xport->ops->close(c);
+	if (c->xport) {
+		c->xport->ops->close(c->xport);
+		c->xport = NULL;
+	}
 	mqbi_timer_stop(w->loop, &c->timer);
 	mqbi_client_forget_ticket(c);
 	if (c->held)

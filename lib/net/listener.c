@@ -1,4 +1,5 @@
-/* Listeners (tcp, ssl; the transport of a connection is chosen in conn.c).
+/* Listeners (tcp, ssl, ws, wss; a connection's transports are set up in
+ * conn.c).
  * Listener i is served by worker i mod N; an accepted
  * connection moves to its session's home worker once its CONNECT is read, so
  * accepting on one worker does not pin the load. */
@@ -184,6 +185,13 @@ mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg)
 	ls->cfg = *cfg;
 	ls->broker = b;
 	ls->fd = -1;
+	if (mqbi_listener_is_ws(cfg) && cfg->mqtt_path[0] != '/') {
+		mqbi_log(b, MQB_LOG_ERROR, "net", NULL,
+		         "listener %s.%s: mqtt_path '%s' must start with '/'", cfg->type, cfg->name,
+		         cfg->mqtt_path);
+		mqbi_free(&b->alloc, ls);
+		return MQB_ERR_INVAL;
+	}
 	/* Certificates load before anything opens: a bad file fails the start. */
 	if (mqbi_listener_is_tls(cfg)) {
 		mqb_err err = mqbi_tls_server_create(b, cfg, &ls->tls);

@@ -13,12 +13,12 @@ build=${BUILD_DIR:-$root/build-fuzz}
 if [ ! -f "$build/build.ninja" ]; then
 	CC=clang meson setup "$build" "$root" -Dfuzz=true || exit 1
 fi
-meson compile -C "$build" fuzz_decode fuzz_topic || exit 1
+meson compile -C "$build" fuzz_decode fuzz_topic fuzz_transport || exit 1
 
 artifacts=$build/fuzz-artifacts
 mkdir -p "$artifacts"
 status=0
-for name in decode topic; do
+for name in decode topic transport; do
 	bin=$build/tests/fuzz/fuzz_$name
 	if [ ! -x "$bin" ]; then
 		echo "fuzz_$name: not built" >&2

@@ -44,6 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "xport.h"
+
 #define VERSION "0.1.0"
 
 /* ------------------------------------------------------------------ util */
@@ -181,6 +183,8 @@ static struct opts {
 	double setup_timeout;
 	double tick_us; /* < 0: automatic */
 	int extra_subs; /* per subscriber, filters that are never published to */
+	int transport;  /* XP_* */
+	const char *ws_path;
 } O = {
         .host = "127.0.0.1",
         .port = 1883,
@@ -199,15 +203,18 @@ static struct opts {
         .group = "g",
         .prefix = NULL,
         .tick_us = -1,
+        .transport = XP_TCP,
+        .ws_path = "/mqtt",
 };
 
 /* --------------------------------------------------------------- conns */
 
 enum { R_PUB = 1, R_SUB = 2, R_IDLE = 3 };
-enum { S_NEW, S_CONNECTING, S_WAIT_CONNACK, S_WAIT_SUBACK, S_READY, S_CLOSED };
+enum { S_NEW, S_CONNECTING, S_HANDSHAKE, S_WAIT_CONNACK, S_WAIT_SUBACK, S_READY, S_CLOSED };
 
 typedef struct conn {
 	int fd;
+	xport *x; /* TLS / WebSocket; NULL over plain TCP */
 	uint8_t role, state;
 	bool dirty, want_out, blocked;
 	uint32_t idx; /* publisher or subscriber index (global) */
@@ -244,6 +251,7 @@ typedef struct worker {
 	int next_connect;
 	int cpu;
 	uint64_t last_pump;
+	xport_ctx *xctx;
 	/* stats (single writer, relaxed reads by main) */
 	uint64_t sent, sent_win, acked, recv, recv_win, dup, ooo, conn_ok, conn_fail, ready, errors,
 	        closed, unknown_pub, bad_payload;
@@ -543,16 +551,20 @@ static void conn_fail(worker *w, conn *c, const char *why)
 		close(c->fd);
 		c->fd = -1;
 	}
+	xport_free(c->x);
+	c->x = NULL;
 	c->state = S_CLOSED;
 }
 
 static void flush_conn(worker *w, conn *c)
 {
 	c->dirty = false;
-	if (c->fd < 0 || c->state == S_CONNECTING)
+	if (c->fd < 0 || c->state == S_CONNECTING || c->state == S_HANDSHAKE)
 		return;
 	while (c->out_off < c->out_len) {
-		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+		ssize_t n = c->x ? xport_send(c->x, c->out + c->out_off, c->out_len - c->out_off)
+		                 : send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+		                        MSG_NOSIGNAL);
 		if (n > 0) {
 			c->out_off += (uint32_t)n;
 			continue;
@@ -566,7 +578,12 @@ static void flush_conn(worker *w, conn *c)
 	}
 	if (c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
-	bool want = c->out_off < c->out_len;
+	int held = c->x ? xport_flush(c->x) : 0; /* frames the transport still holds */
+	if (held < 0) {
+		conn_fail(w, c, "send failed");
+		return;
+	}
+	bool want = c->out_off < c->out_len || held;
 	c->blocked = want;
 	if (want != c->want_out) {
 		struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
@@ -809,12 +826,17 @@ static void on_readable(worker *w, conn *c, uint64_t now)
 			if (!c->in)
 				die("out of memory");
 		}
-		ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+		ssize_t n = c->x ? xport_recv(c->x, c->in + c->in_len, c->in_cap - c->in_len)
+		                 : recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
 		if (n > 0) {
 			c->in_len += (uint32_t)n;
 			if (!handle_input(w, c, now))
 				return;
-			if ((size_t)n < c->in_cap - c->in_len + (size_t)n)
+			/* A transport may hold decoded input the socket will not
+			 * signal: read it until EAGAIN. */
+			if (c->x)
+				rounds = 0;
+			else if ((size_t)n < c->in_cap - c->in_len + (size_t)n)
 				break; /* short read: socket drained */
 			continue;
 		}
@@ -858,6 +880,29 @@ static void start_connect(worker *w, conn *c, uint64_t now)
 	c->state = S_CONNECTING;
 }
 
+/* TLS handshake and WebSocket upgrade, then CONNECT. */
+static void step_handshake(worker *w, conn *c)
+{
+	bool want_out;
+	const char *why = NULL;
+	int r = xport_handshake(c->x, &want_out, &why);
+	if (r < 0) {
+		conn_fail(w, c, why);
+		return;
+	}
+	if (r == 0) {
+		if (want_out != c->want_out) {
+			struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0),
+			                         .data.ptr = c};
+			epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+			c->want_out = want_out;
+		}
+		return;
+	}
+	c->state = S_WAIT_CONNACK;
+	send_connect(w, c);
+}
+
 static void on_connected(worker *w, conn *c)
 {
 	int err = 0;
@@ -865,6 +910,15 @@ static void on_connected(worker *w, conn *c)
 	getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
 	if (err) {
 		conn_fail(w, c, strerror(err));
+		return;
+	}
+	if (O.transport != XP_TCP) {
+		if (!(c->x = xport_new(w->xctx, c->fd))) {
+			conn_fail(w, c, "out of memory");
+			return;
+		}
+		c->state = S_HANDSHAKE;
+		step_handshake(w, c);
 		return;
 	}
 	c->state = S_WAIT_CONNACK;
@@ -888,6 +942,11 @@ static void *worker_main(void *arg)
 	/* open-loop sends are due at exact times and latency counts from them:
 	 * the default 50 us timer slack would add itself to every figure */
 	prctl(PR_SET_TIMERSLACK, 1UL);
+	const char *why = NULL;
+	if (O.transport != XP_TCP && !(w->xctx = xport_ctx_new(O.transport, O.ws_path, &why))) {
+		werr(w, "%s", why);
+		return NULL;
+	}
 	struct epoll_event evs[512];
 	uint64_t t0 = now_ns();
 	double per_thread_rate = O.conn_rate / O.threads;
@@ -966,6 +1025,10 @@ static void *worker_main(void *arg)
 					on_connected(w, c);
 				continue;
 			}
+			if (c->state == S_HANDSHAKE) {
+				step_handshake(w, c);
+				continue;
+			}
 			if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
 				on_readable(w, c, now);
 			if (c->state == S_CLOSED)
@@ -1016,7 +1079,10 @@ static void usage(void)
 	       "msg/s\n"
 	       "                         per thread, else 2000 us\n"
 	       "      --extra-subs K     scale runs: every subscriber also subscribes K filters\n"
-	       "                         that nothing is published to (ballast/<sub>/<k>)\n");
+	       "                         that nothing is published to (ballast/<sub>/<k>)\n"
+	       "      --transport T      tcp, tls, ws or wss (tcp); TLS does not verify the\n"
+	       "                         broker's certificate\n"
+	       "      --ws-path P        WebSocket path (/mqtt)\n");
 }
 
 static void parse_cpus(const char *s)
@@ -1167,7 +1233,8 @@ int main(int argc, char **argv)
 	                             {"ready-file", 1, 0, 1010}, {"scenario", 1, 0, 1011},
 	                             {"id-prefix", 1, 0, 1012},  {"setup-timeout", 1, 0, 1013},
 	                             {"help", 0, 0, 'h'},        {"tick", 1, 0, 1014},
-	                             {"extra-subs", 1, 0, 1015}, {0, 0, 0, 0}};
+	                             {"extra-subs", 1, 0, 1015}, {"transport", 1, 0, 1016},
+	                             {"ws-path", 1, 0, 1017},    {0, 0, 0, 0}};
 	O.mode = -1;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "H:p:V:q:s:c:n:r:R:t:T:d:k:h", lo, NULL)) != -1) {
@@ -1263,6 +1330,19 @@ int main(int argc, char **argv)
 			O.extra_subs = atoi(optarg);
 			if (O.extra_subs < 0)
 				die("--extra-subs must be >= 0");
+			break;
+		case 1016: {
+			static const char *const names[] = {"tcp", "tls", "ws", "wss"};
+			O.transport = -1;
+			for (int i = 0; i < 4; i++)
+				if (strcmp(optarg, names[i]) == 0)
+					O.transport = i;
+			if (O.transport < 0)
+				die("--transport: tcp, tls, ws or wss");
+			break;
+		}
+		case 1017:
+			O.ws_path = optarg;
 			break;
 		case 'h':
 			usage();
