@@ -87,6 +87,8 @@ class Broker:
                 f.write('mqtt.receive_maximum = 65535\n')
                 f.write('sys.interval = 0\n')
                 f.write('log.level = warning\n')
+                for line in c.get('extra_ours', []):  # other listeners (transports.py)
+                    f.write(line + '\n')
             cmd = [c['broker_cli'], '-c', conf]
         else:
             with open(conf, 'w') as f:
@@ -96,6 +98,8 @@ class Broker:
                 f.write('set_tcp_nodelay true\n')
                 f.write('max_inflight_messages 0\n')
                 f.write('max_queued_messages 100000\n')
+                for line in c.get('extra_mosquitto', []):
+                    f.write(line + '\n')
             os.chmod(conf, 0o644)
             cmd = [c['mosquitto'], '-c', conf]
         if c['pinned']:
