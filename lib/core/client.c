@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "net/tls.h"
 #include "core/topic.h"
+#include "net/tls.h"
 
 mqb_err mqbi_client_send_packet(mqbi_client *c, const mqbi_packet *p)
 {

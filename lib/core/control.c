@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "net/tls.h"
 #include "core/topic.h"
+#include "net/tls.h"
 
 static void fill_status(const mqbi_session *s, mqb_client_status *st)
 {

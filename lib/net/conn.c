@@ -361,7 +361,7 @@ static size_t xport_pending(const mqbi_client *c)
 size_t mqbi_client_out_pending(const mqbi_client *c)
 {
 	return c->wlen - c->woff + (c->refs ? c->refs->bytes - c->refs->sent : 0) +
-	       (c->xport ? xport_pending(c) : 0);
+	       xport_pending(c);
 }
 
 /* At most this many pieces per writev. */

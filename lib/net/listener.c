@@ -1,6 +1,5 @@
-/* Listeners (tcp, ssl, ws, wss; a connection's transports are set up in
- * conn.c).
- * Listener i is served by worker i mod N; an accepted
+/* Listeners of every type (tcp, ssl, ws, wss); a connection's transports are
+ * set up in conn.c. Listener i is served by worker i mod N; an accepted
  * connection moves to its session's home worker once its CONNECT is read, so
  * accepting on one worker does not pin the load. */
 #include <arpa/inet.h>

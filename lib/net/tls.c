@@ -546,6 +546,7 @@ typedef struct tls_conn {
 	uint8_t *ra;
 	uint32_t ra_cap, ra_off, ra_len;
 	uint32_t out_retry; /* length of a write mbedTLS must be called again with */
+	bool drained;       /* the socket gave less than asked: it has nothing more now */
 	bool done;          /* handshake finished */
 } tls_conn;
 
@@ -573,6 +574,10 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
 	tls_conn *t = ctx;
 	if (t->ra_off == t->ra_len) {
+		/* A short read emptied the socket: asking again would only cost a
+		 * system call that says EAGAIN (readiness is level-triggered). */
+		if (t->drained)
+			return MBEDTLS_ERR_SSL_WANT_READ;
 		if (!t->ra && !(t->ra = mqbi_iobuf_get(t->base.c->w, MQBI_IOBUF_LARGE, &t->ra_cap)))
 			return MBEDTLS_ERR_SSL_ALLOC_FAILED;
 		ssize_t n = recv(t->base.c->fd, t->ra, t->ra_cap, 0);
@@ -586,6 +591,7 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 		}
 		t->ra_off = 0;
 		t->ra_len = (uint32_t)n;
+		t->drained = (uint32_t)n < t->ra_cap;
 	}
 	size_t n = t->ra_len - t->ra_off < len ? t->ra_len - t->ra_off : len;
 	memcpy(buf, t->ra + t->ra_off, n);
@@ -611,6 +617,7 @@ static ssize_t tls_recv(mqbi_transport *base, uint8_t *buf, size_t len)
 	tls_conn *t = (tls_conn *)base;
 	mqbi_client *c = base->c;
 	size_t got = 0;
+	t->drained = false;
 	while (got < len) {
 		int rc = mbedtls_ssl_read(&t->ssl, buf + got, len - got);
 		if (rc > 0) {
@@ -704,6 +711,7 @@ static void on_handshake_io(mqbi_loop *l, int fd, void *user, unsigned events)
 {
 	mqbi_client *c = user;
 	tls_conn *t = conn_of(c);
+	t->drained = false; /* a new readiness event */
 	int rc = mbedtls_ssl_handshake(&t->ssl);
 	if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
 		unsigned ev = rc == MBEDTLS_ERR_SSL_WANT_READ ? MQBI_EV_READ : MQBI_EV_WRITE;

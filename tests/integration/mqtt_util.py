@@ -115,11 +115,11 @@ class PahoClient:
             self.c.ws_set_options(path=ws_path)
         if tls is not None:  # an ssl.SSLContext
             self.c.tls_set_context(tls)
-        if tls is not None or transport != "tcp":
-            # paho 1.6 writes from the calling thread and from its loop at
-            # once: TLS records and WebSocket frames get interleaved. With a
-            # write callback, only the loop thread writes.
-            self.c.on_socket_register_write = lambda client, userdata, sock: None
+        # paho 1.6 writes from the calling thread and from its loop thread at
+        # once, so two packets can leave in the wrong order (and TLS records
+        # or WebSocket frames get interleaved). With a write callback, only
+        # the loop thread writes.
+        self.c.on_socket_register_write = lambda client, userdata, sock: None
         if will:
             self.c.will_set(**will)
         self.lock = threading.Condition()

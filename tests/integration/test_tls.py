@@ -293,6 +293,44 @@ class AuthHookSeesCertificate(unittest.TestCase):
         c2.connect()
 
 
+class CertificateOptions(unittest.TestCase):
+    """The first SAN as user name, a CA directory, an explicit cipher list."""
+
+    def test_san_username_cacertdir_and_ciphers(self):
+        cadir = os.path.join(CERTS.dir, "cadir")
+        os.makedirs(cadir, exist_ok=True)
+        shutil.copy(CERTS.ca, os.path.join(cadir, "ca.pem"))
+        port = free_port()
+        b = Broker(ssl_config(port, cacertdir=cadir, verify="verify_peer",
+                              fail_if_no_peer_cert="true", peer_cert_as_username="san",
+                              ciphers="TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, "
+                                      "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"))
+        b.start()
+        self.addCleanup(b.stop)
+        ctx = client_ctx(cert=CERTS.client_cert, key=CERTS.client_key)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        s = handshake(port, ctx)
+        self.assertEqual(s.cipher()[0], "ECDHE-ECDSA-AES256-GCM-SHA384")  # our first choice
+        s.close()
+        sys = PahoClient(b.port)
+        self.addCleanup(sys.close)
+        sys.connect()
+        sys.subscribe("$SYS/brokers/+/clients/+/connected", 0)
+        c = PahoClient(port, tls=ctx)
+        self.addCleanup(c.close)
+        c.connect()
+        ev = wait_until(lambda: [json.loads(m.payload) for m in sys.messages
+                                 if json.loads(m.payload)["clientid"] == c.client_id],
+                        msg="connected event")[0]
+        self.assertEqual(ev["username"], "client1.example")
+        # A client that offers none of the listed suites is refused.
+        ctx2 = client_ctx(cert=CERTS.client_cert, key=CERTS.client_key)
+        ctx2.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx2.set_ciphers("ECDHE-ECDSA-CHACHA20-POLY1305")
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            handshake(port, ctx2).close()
+
+
 class PSKAndKeys(unittest.TestCase):
     """psk_file identities (mosquitto --psk); an encrypted key; bad settings."""
 
