@@ -508,9 +508,10 @@ def main():
     if not os.access(tool, os.X_OK):
         # not built by meson yet: compile it directly
         tool = os.path.join(tempfile.gettempdir(), 'mqb-bench-%d' % os.getuid())
-        src = os.path.join(ROOT, 'tools', 'mqb-bench', 'mqb-bench.c')
-        log('building %s from %s' % (tool, src))
-        subprocess.check_call(['cc', '-std=gnu11', '-O2', '-o', tool, src, '-lpthread', '-lm'])
+        src = [os.path.join(ROOT, 'tools', 'mqb-bench', f) for f in ('mqb-bench.c', 'xport.c')]
+        log('building %s from %s' % (tool, ' '.join(src)))
+        subprocess.check_call(['cc', '-std=gnu11', '-O2', '-o', tool] + src +
+                              ['-lmbedtls', '-lmbedx509', '-lmbedcrypto', '-lpthread', '-lm'])
     if a.broker in ('ours', 'both') and not os.access(broker_cli, os.X_OK):
         sys.exit('broker-cli not found at %s (build it, or pass --build/--broker-cli)' % broker_cli)
     if a.broker in ('mosquitto', 'both') and not os.access(a.mosquitto, os.X_OK):

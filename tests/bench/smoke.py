@@ -9,28 +9,41 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
+import tls_certs  # noqa: E402
+
 tool, broker = sys.argv[1], sys.argv[2]
 failures = []
 
 
 def start_broker():
+    """The broker with a listener of every type; returns (process, {type: port})."""
     d = tempfile.mkdtemp(prefix='mqb-smoke-')
+    certs = tls_certs.Certs(d)
     conf = os.path.join(d, 'b.conf')
     with open(conf, 'w') as f:
         f.write('listener.tcp.default = 127.0.0.1:0\nallow_anonymous = true\nnode.loop_threads = 1\n'
                 'mqtt.max_inflight = 65535\nmqtt.max_mqueue_len = 0\nmqtt.max_awaiting_rel = 0\n'
                 'sys.interval = 0\n')
+        for t in ('ssl', 'ws', 'wss'):
+            f.write('listener.%s.smoke = 127.0.0.1:0\n' % t)
+            if t != 'ws':
+                f.write('listener.%s.smoke.certfile = %s\nlistener.%s.smoke.keyfile = %s\n'
+                        % (t, certs.server_cert, t, certs.server_key))
     logp = os.path.join(d, 'broker.log')
     # port 0 = ephemeral; the broker logs the address it listens on
     p = subprocess.Popen([broker, '-c', conf, '-l', 'notice'], stdout=open(logp, 'w'),
                          stderr=subprocess.STDOUT)
     deadline = time.time() + 10
     while time.time() < deadline:
+        ports = {}
         with open(logp) as f:
             for line in f:
                 if 'listening on 127.0.0.1:' in line:
                     port = int(line.split('listening on 127.0.0.1:')[1].split()[0])
-                    return p, port
+                    ports[line.split('(listener.')[1].split('.')[0]] = port
+        if len(ports) == 4:
+            return p, ports
         if p.poll() is not None:
             break
         time.sleep(0.05)
@@ -87,7 +100,8 @@ def conn_ok(n):
     return f
 
 
-p, port = start_broker()
+p, ports = start_broker()
+port = ports['tcp']
 try:
     run('conn 200', ['conn', '-c', '200', '-R', '2000'], port, conn_ok(200))
     run('fan-in q0 open loop', ['--scenario', 'fan-in', '-c', '10', '-r', '500'], port, exact)
@@ -100,6 +114,13 @@ try:
         exact)
     run('spread q0 100 subs', ['--scenario', 'spread', '-c', '5', '-n', '100', '--total-rate', '1000'], port,
         exact)
+    # the same over every transport (TLS handshakes and WebSocket upgrades first)
+    for tr, lt in (('tls', 'ssl'), ('ws', 'ws'), ('wss', 'wss')):
+        run('p2p q1 20 pairs over ' + tr, ['--scenario', 'p2p', '-c', '20', '-q', '1', '-r', '200',
+                                           '--transport', tr], ports[lt], exact)
+        run('fan-in q1 closed loop over ' + tr, ['--scenario', 'fan-in', '-c', '10', '-q', '1',
+                                                 '--inflight', '16', '--transport', tr], ports[lt],
+            exact)
     # the tool must refuse non-loopback targets
     r = subprocess.run([tool, 'conn', '-H', '192.0.2.1', '-d', '1'], capture_output=True, text=True, timeout=10)
     if r.returncode == 0 or 'loopback' not in r.stderr:
