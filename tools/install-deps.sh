@@ -9,7 +9,9 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 	libmbedtls-dev openssl mosquitto mosquitto-clients libpaho-mqtt-dev python3 python3-paho-mqtt python3-cryptography >/dev/null
 # MQTT.js for the WebSocket tests (Node.js from Debian when the machine has none);
 # not needed to run the broker (tools/run-broker.sh sets MQB_NO_NODE=1).
-[ "${MQB_NO_NODE:-0}" = 1 ] && exit 0
+if [ "${MQB_NO_NODE:-0}" = 1 ]; then
+	exit 0
+fi
 command -v npm >/dev/null 2>&1 ||
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
 		nodejs npm >/dev/null
