@@ -484,8 +484,9 @@ START_TEST(listener_bad)
 	ck_assert_int_eq(set("listener.tcp.x", "70000"), MQB_ERR_RANGE);
 	ck_assert_str_eq(err, "key 'listener.tcp.x': port 70000 is out of range (0..65535)");
 	ck_assert_int_eq(set("listener.udp.x", "1"), MQB_ERR_NOTFOUND);
-	ck_assert_str_eq(err,
-	                 "key 'listener.udp.x': unknown listener type 'udp' (known: tcp, ssl, ws, wss)");
+	ck_assert_str_eq(
+	        err,
+	        "key 'listener.udp.x': unknown listener type 'udp' (known: tcp, ssl, ws, wss)");
 	ck_assert_int_eq(set("listener.tcp.default.max_conections", "5"), MQB_ERR_NOTFOUND);
 	ck_assert_str_eq(err, "key 'listener.tcp.default.max_conections': unknown listener "
 	                      "setting 'max_conections'; did you mean 'max_connections'?");
