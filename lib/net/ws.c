@@ -468,6 +468,17 @@ static void control_frame(ws_conn *ws, const mqbi_ws_frame *f, int h)
 	}
 }
 
+/* Returns got, giving the input buffer back once everything in it is used:
+ * an idle connection holds none. */
+static ssize_t delivered(ws_conn *ws, size_t got)
+{
+	if (ws->in && ws->in_off == ws->in_len) {
+		ws->in_off = ws->in_len = 0;
+		buf_release(ws, &ws->in, &ws->in_cap);
+	}
+	return (ssize_t)got;
+}
+
 static ssize_t ws_recv(mqbi_transport *t, uint8_t *buf, size_t len)
 {
 	ws_conn *ws = (ws_conn *)t;
@@ -479,7 +490,7 @@ static ssize_t ws_recv(mqbi_transport *t, uint8_t *buf, size_t len)
 	for (;;) {
 		size_t avail = ws->in_len - ws->in_off;
 		if (ws->state == WS_CLOSED) {
-			return (ssize_t)got; /* the stream ends with the close frame */
+			return delivered(ws, got); /* the stream ends with the close frame */
 		} else if (ws->state == WS_HANDSHAKE) {
 			int r = avail ? handshake(ws) : 0;
 			if (r < 0) {
@@ -499,7 +510,7 @@ static ssize_t ws_recv(mqbi_transport *t, uint8_t *buf, size_t len)
 			ws->pos += k;
 			got += k;
 			if (got == len)
-				return (ssize_t)got;
+				return delivered(ws, got);
 			continue;
 		} else if (!ws->left && avail) {
 			mqbi_ws_frame f;
@@ -538,7 +549,8 @@ static ssize_t ws_recv(mqbi_transport *t, uint8_t *buf, size_t len)
 		}
 	more:
 		if (got)
-			return (ssize_t)got; /* more is signalled by the socket or buffered() */
+			return delivered(ws,
+			                 got); /* more is signalled by the socket or buffered() */
 		/* Read from below, keeping what is not used yet. */
 		if (ws->in_off == ws->in_len) {
 			ws->in_off = ws->in_len = 0;
