@@ -355,6 +355,12 @@ static const char *snap_get(const snapshot *sn, const char *key)
 	return NULL;
 }
 
+/* Secrets (key_password) are not written to the log. */
+static const char *loggable(const char *key, const char *value)
+{
+	return strstr(key, "password") ? "(hidden)" : value;
+}
+
 MQB_API mqb_err mqb_broker_reconfigure(mqb_broker *b, const mqb_config *cfg,
                                        mqb_config_change_fn changed, void *user)
 {
@@ -378,7 +384,7 @@ MQB_API mqb_err mqb_broker_reconfigure(mqb_broker *b, const mqb_config *cfg,
 			changed(user, key, ov ? ov : "off", nv, applied);
 		if (!err)
 			mqbi_log(b, MQB_LOG_NOTICE, "config", NULL, "%s: %s -> %s%s", key,
-			         ov ? ov : "off", nv,
+			         loggable(key, ov ? ov : "off"), loggable(key, nv),
 			         applied ? "" : " (takes effect at the next start)");
 	}
 	/* Listeners present before but not now are reported too (not applied). */

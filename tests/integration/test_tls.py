@@ -369,6 +369,17 @@ class PSKAndKeys(unittest.TestCase):
         c = PahoClient(port, tls=client_ctx())
         self.addCleanup(c.close)
         c.connect()
+        # A changed password is reported on SIGHUP, but never written to the log.
+        conf = os.path.join(b.dir, "broker.conf")
+        with open(conf) as f:
+            text = f.read().replace(tls_certs.KEY_PASSWORD, "changed-secret-42")
+        with open(conf, "w") as f:
+            f.write(text)
+        b.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "listener.ssl.enc.key_password: (hidden) -> (hidden)" in b.log(),
+                   msg="reload logged")
+        self.assertNotIn("changed-secret-42", b.log())
+        self.assertNotIn(tls_certs.KEY_PASSWORD, b.log())
 
     def test_bad_settings_refuse_to_start_with_a_reason(self):
         cli = os.environ["MQB_BROKER_CLI"]
