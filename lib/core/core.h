@@ -572,6 +572,10 @@ uint32_t mqbi_random(mqbi_worker *w);
 mqb_err mqbi_listeners_open(mqb_broker *b);
 /* Adds and opens a listener on a running (or starting) broker. */
 mqb_err mqbi_listener_add(mqb_broker *b, const mqbi_listener_cfg *cfg);
+/* Whether an address (in_addr / in6_addr bytes of `family`, or a sockaddr) is
+ * a loopback one, IPv4-mapped IPv6 included. */
+bool mqbi_ip_is_loopback(int family, const void *addr);
+bool mqbi_sockaddr_is_loopback(const struct sockaddr *sa);
 void mqbi_worker_close_listeners(mqbi_worker *w);
 void mqbi_listener_free(mqb_broker *b, mqbi_listener *ls); /* at broker destruction */
 

@@ -127,18 +127,9 @@ static void format_peer(int fd, char *out, size_t outlen, bool *local_loopback)
 	snprintf(out, outlen, "%s:%d", host, port);
 	/* Anonymous access by default is for connections that arrive through a
 	 * loopback interface: judge by our end of the connection. */
-	*local_loopback = false;
 	sl = sizeof ss;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		if (ss.ss_family == AF_INET)
-			*local_loopback =
-			        (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-		else if (ss.ss_family == AF_INET6) {
-			struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-			*local_loopback = IN6_IS_ADDR_LOOPBACK(a6) ||
-			                  (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
-		}
-	}
+	*local_loopback = getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	                  mqbi_sockaddr_is_loopback((struct sockaddr *)&ss);
 }
 
 static void list_insert(mqbi_worker *w, mqbi_client *c)

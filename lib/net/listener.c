@@ -15,19 +15,24 @@
 #include "core/core.h"
 #include "net/tls.h"
 
-static bool addr_is_loopback(const struct sockaddr *sa)
+bool mqbi_ip_is_loopback(int family, const void *addr)
 {
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-			return true;
-		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
-			return in6->sin6_addr.s6_addr[12] == 127;
-	}
+	const uint8_t *a = addr;
+	if (family == AF_INET)
+		return a[0] == 127;
+	if (family != AF_INET6)
+		return false;
+	static const uint8_t one[16] = {[15] = 1};
+	static const uint8_t v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+	return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
+}
+
+bool mqbi_sockaddr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return mqbi_ip_is_loopback(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr);
+	if (sa->sa_family == AF_INET6)
+		return mqbi_ip_is_loopback(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr);
 	return false;
 }
 
@@ -99,7 +104,7 @@ static mqb_err open_socket(mqb_broker *b, mqbi_listener *ls)
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) {
-			ls->loopback = addr_is_loopback(ai->ai_addr);
+			ls->loopback = mqbi_sockaddr_is_loopback(ai->ai_addr);
 			err = MQB_OK;
 			break;
 		}

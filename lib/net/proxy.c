@@ -13,18 +13,6 @@ static const uint8_t v2_sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 #define V1_MAX 107 /* "PROXY TCP6 " + two full IPv6 addresses + ports + CRLF */
 
-static bool ipv4_loopback(const uint8_t a[4])
-{
-	return a[0] == 127;
-}
-
-static bool ipv6_loopback(const uint8_t a[16])
-{
-	static const uint8_t one[16] = {[15] = 1};
-	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
-	return memcmp(a, one, 16) == 0 || (memcmp(a, mapped, 12) == 0 && a[12] == 127);
-}
-
 static long fail(const char **why, const char *text)
 {
 	*why = text;
@@ -73,7 +61,7 @@ static long parse_v1(const uint8_t *p, size_t len, mqbi_proxy_hdr *out, const ch
 		return fail(why, "v1 addresses or ports are malformed");
 	out->has_addr = true;
 	snprintf(out->src, sizeof out->src, "%s:%u", f[2], sport);
-	out->dst_loopback = af == AF_INET ? ipv4_loopback(dst) : ipv6_loopback(dst);
+	out->dst_loopback = mqbi_ip_is_loopback(af, dst);
 	return (long)n;
 }
 
@@ -101,13 +89,13 @@ static long parse_v2(const uint8_t *p, size_t len, mqbi_proxy_hdr *out, const ch
 			return fail(why, "v2 IPv4 address block too short");
 		inet_ntop(AF_INET, a, ip, sizeof ip);
 		snprintf(out->src, sizeof out->src, "%s:%u", ip, (unsigned)(a[8] << 8 | a[9]));
-		out->dst_loopback = ipv4_loopback(a + 4);
+		out->dst_loopback = mqbi_ip_is_loopback(AF_INET, a + 4);
 	} else {
 		if (body < 36)
 			return fail(why, "v2 IPv6 address block too short");
 		inet_ntop(AF_INET6, a, ip, sizeof ip);
 		snprintf(out->src, sizeof out->src, "%s:%u", ip, (unsigned)(a[32] << 8 | a[33]));
-		out->dst_loopback = ipv6_loopback(a + 16);
+		out->dst_loopback = mqbi_ip_is_loopback(AF_INET6, a + 16);
 	}
 	out->has_addr = true;
 	return (long)(16 + body); /* TLVs after the addresses are not used */

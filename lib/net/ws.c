@@ -440,8 +440,8 @@ static int handshake(ws_conn *ws)
 		int port = rq.forwarded_port >= 0 ? rq.forwarded_port : colon ? atoi(colon + 1) : 0;
 		snprintf(peer, sizeof peer, "%s:%d", rq.forwarded_for, port);
 		unsigned char a[16];
-		bool lo = (inet_pton(AF_INET, rq.forwarded_for, a) == 1 && a[0] == 127) ||
-		          strcmp(rq.forwarded_for, "::1") == 0;
+		int af = strchr(rq.forwarded_for, ':') ? AF_INET6 : AF_INET;
+		bool lo = inet_pton(af, rq.forwarded_for, a) == 1 && mqbi_ip_is_loopback(af, a);
 		c->local_loopback = c->local_loopback && lo;
 		mqbi_log(worker_of(ws)->broker, MQB_LOG_DEBUG, "ws", c, "%s: client is %s",
 		         cfg->proxy_address_header, peer);

@@ -3,7 +3,6 @@
 mode for about 2 s; asserts zero loss, zero duplicates and sane JSON."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile

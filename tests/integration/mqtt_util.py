@@ -447,6 +447,22 @@ def packet(ptype, flags, body):
     return bytes([(ptype << 4) | flags]) + varint(len(body)) + body
 
 
+# MQTT 3.1.1 packets as bytes, for clients that frame them themselves
+# (WebSocket frames, a PROXY header in front).
+def connect_bytes(client_id, keepalive=60):
+    body = mstr("MQTT") + bytes([4, 2]) + struct.pack("!H", keepalive) + mstr(client_id)
+    return packet(CONNECT, 0, body)
+
+
+def subscribe_bytes(topic, pid=1, qos=1):
+    return packet(SUBSCRIBE, 2, struct.pack("!H", pid) + mstr(topic) + bytes([qos]))
+
+
+def publish_bytes(topic, payload, qos=0, pid=1):
+    body = mstr(topic) + (struct.pack("!H", pid) if qos else b"") + payload
+    return packet(PUBLISH, qos << 1, body)
+
+
 class Packet:
     """A packet read from the broker, decoded according to the protocol version."""
 

@@ -10,8 +10,7 @@ import unittest
 
 import tls_certs
 from harness import free_port
-from mqtt_util import (CONNACK, TIMEOUT, BrokerTest, Raw, mstr, packet, CONNECT, uid,
-                       wait_until)
+from mqtt_util import CONNACK, TIMEOUT, BrokerTest, Raw, connect_bytes, uid, wait_until
 
 CERTS = tls_certs.Certs()
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -29,11 +28,6 @@ def v2(src, sport, dst="127.0.0.1", dport=1883, tlv=b""):
 
 def v2_local():
     return SIG + bytes([0x20, 0x00, 0, 0])
-
-
-def connect_bytes(client_id):
-    body = mstr("MQTT") + bytes([4, 2]) + struct.pack("!H", 60) + mstr(client_id)
-    return packet(CONNECT, 0, body)
 
 
 class ProxyTCP(BrokerTest):

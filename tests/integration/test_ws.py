@@ -6,32 +6,17 @@ import json
 import socket
 import ssl
 import struct
-import time
 import unittest
 
 import tls_certs
 import ws_client
 from ws_client import BINARY, CLOSE, CONT, PING, PONG, TEXT, WS
 from harness import free_port
-from mqtt_util import (CONNECT, MQTTv311, MQTTv5, TIMEOUT, BrokerTest, mstr, packet, uid,
-                       wait_until)
+from mqtt_util import (MQTTv311, MQTTv5, TIMEOUT, BrokerTest, connect_bytes, packet,
+                       publish_bytes, subscribe_bytes, uid, wait_until)
 
 CERTS = tls_certs.Certs()
 CONNACK_OK = bytes([0x20, 2, 0, 0])
-
-
-def connect_bytes(client_id, keepalive=60):
-    body = mstr("MQTT") + bytes([4, 2]) + struct.pack("!H", keepalive) + mstr(client_id)
-    return packet(CONNECT, 0, body)
-
-
-def subscribe_bytes(topic, pid=1, qos=1):
-    return packet(8, 2, struct.pack("!H", pid) + mstr(topic) + bytes([qos]))
-
-
-def publish_bytes(topic, payload, qos=0, pid=1):
-    body = mstr(topic) + (struct.pack("!H", pid) if qos else b"") + payload
-    return packet(3, qos << 1, body)
 
 
 def client_ctx():
