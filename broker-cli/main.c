@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,6 +23,9 @@
 extern char **environ;
 
 #define PROG "broker-cli"
+/* Where the broker keeps its state unless told otherwise (like EMQX's data/). */
+#define DEFAULT_DATA_DIR "data"
+#define DB_FILE          "broker.db"
 
 enum { EXIT_USAGE = 2 };
 
@@ -31,6 +35,7 @@ typedef struct cli_opts {
 	const char *check_file;
 	const char *port;      /* NULL = keep */
 	const char *log_level; /* NULL = keep */
+	const char *data_dir;  /* NULL = keep */
 	bool print_config, config_docs;
 } cli_opts;
 
@@ -43,6 +48,11 @@ static void usage(FILE *out)
 	        "  -c, --config FILE        read settings from FILE ('key = value' lines)\n"
 	        "  -p, --port PORT          port of listener.tcp.default (its host is kept;\n"
 	        "                           default 127.0.0.1:1883)\n"
+	        "  -d, --data-dir DIR       keep retained messages and sessions in DIR/broker.db\n"
+	        "                           (default ./" DEFAULT_DATA_DIR
+	        "; persistence.enable = false\n"
+	        "                           in a file or MQB_PERSISTENCE__ENABLE=false turns it "
+	        "off)\n"
 	        "  -l, --log-level LEVEL    error, warning, notice, info or debug\n"
 	        "  -v, --verbose            log more: -v info, -vv debug\n"
 	        "      --print-config       print the effective settings and exit\n"
@@ -94,6 +104,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
 	static const struct option longopts[] = {
 	        {"config", required_argument, NULL, 'c'},
 	        {"port", required_argument, NULL, 'p'},
+	        {"data-dir", required_argument, NULL, 'd'},
 	        {"log-level", required_argument, NULL, 'l'},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"print-config", no_argument, NULL, OPT_PRINT},
@@ -105,7 +116,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
 	};
 	int verbose = 0, c;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:p:l:vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":c:p:d:l:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			o->config_file = optarg;
@@ -114,6 +125,11 @@ static int parse_args(int argc, char **argv, cli_opts *o)
 			if (!valid_port(optarg))
 				return usage_error("invalid port '%s' (0..65535)", optarg);
 			o->port = optarg;
+			break;
+		case 'd':
+			if (!*optarg || strlen(optarg) > 4000)
+				return usage_error("invalid data directory '%s'", optarg);
+			o->data_dir = optarg;
 			break;
 		case 'l':
 			if (!valid_level(optarg))
@@ -389,6 +405,11 @@ static mqb_config *load_config(const cli_opts *o)
 		fprintf(stderr, PROG ": %s\n", mqb_strerror(rc));
 		return NULL;
 	}
+	/* broker-cli's own defaults: persist (the library's default is off). */
+	if ((rc = mqb_config_set(cfg, "persistence.enable", "true", err, sizeof err)) ||
+	    (rc = mqb_config_set(cfg, "persistence.path", DEFAULT_DATA_DIR "/" DB_FILE, err,
+	                         sizeof err)))
+		goto fail;
 	if (o->config_file) {
 		rc = mqb_config_load_file(cfg, o->config_file, err, sizeof err);
 		if (rc != MQB_OK)
@@ -404,6 +425,13 @@ static mqb_config *load_config(const cli_opts *o)
 	}
 	if (o->log_level) {
 		rc = mqb_config_set(cfg, "log.level", o->log_level, err, sizeof err);
+		if (rc != MQB_OK)
+			goto fail;
+	}
+	if (o->data_dir) {
+		char path[4096 + sizeof DB_FILE];
+		snprintf(path, sizeof path, "%s/%s", o->data_dir, DB_FILE);
+		rc = mqb_config_set(cfg, "persistence.path", path, err, sizeof err);
 		if (rc != MQB_OK)
 			goto fail;
 	}
@@ -475,6 +503,35 @@ static void reload(mqb_broker *b, const cli_opts *o)
 		cli_log(MQB_LOG_NOTICE, "reload: nothing changed");
 }
 
+/* Creates the directory that holds the database (and its parents), private
+ * to the user; false (and a message) if it cannot be. */
+static bool make_data_dir(const mqb_config *cfg)
+{
+	char on[8], path[4200];
+	if (mqb_config_get(cfg, "persistence.enable", on, sizeof on) != MQB_OK ||
+	    strcmp(on, "true") != 0 ||
+	    mqb_config_get(cfg, "persistence.path", path, sizeof path) != MQB_OK)
+		return true;
+	char *slash = strrchr(path, '/');
+	if (!slash || slash == path)
+		return true;
+	*slash = '\0';
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char keep = *p;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+			fprintf(stderr, PROG ": cannot create the data directory %s: %s\n", path,
+			        strerror(errno));
+			return false;
+		}
+		*p = keep;
+		if (!keep)
+			return true;
+	}
+}
+
 /* Signals are handled synchronously by the main thread (sigwait), so SIGHUP
  * may do real work; they are blocked before the broker's threads start so
  * that those inherit the mask. */
@@ -501,6 +558,10 @@ static int run_broker(mqb_config *cfg, const cli_opts *o)
 	}
 	mqb_config_get(cfg, "log.level", level, sizeof level);
 	mqb_config_set_log(cfg, log_stderr, NULL, level_of(level));
+	if (!make_data_dir(cfg))
+		return EXIT_FAILURE;
+	/* A full disk must be an error to report, not a signal that kills. */
+	signal(SIGXFSZ, SIG_IGN);
 	mqb_err rc = mqb_broker_create(&b, cfg);
 	if (rc == MQB_OK)
 		rc = mqb_broker_start(b);

@@ -496,6 +496,14 @@ typedef struct mqb_metrics {
 	                                  subscriber (flow control: mqtt.backpressure_queue_len) */
 	uint64_t tls_handshakes;       /* TLS handshakes completed */
 	uint64_t tls_handshake_errors; /* TLS handshakes refused, failed or timed out */
+	/* Persistence (persistence.enable); all 0 when it is off. */
+	uint64_t store_commits; /* transactions committed (each many changes: group commit) */
+	uint64_t store_records; /* changes written (acknowledged-before-written ones cancel out) */
+	uint64_t store_bytes;   /* bytes stored, as counted against persistence.max_bytes */
+	uint64_t store_dropped; /* queued messages dropped for the disk budget (drop_oldest) */
+	uint64_t store_refused; /* QoS 1/2 publishes refused for the disk budget (refuse) */
+	uint64_t store_errors;  /* failed writes or reads (full disk, I/O); see the log */
+	uint64_t store_backlog; /* changes waiting for the storage thread now */
 } mqb_metrics;
 /** Fills *out. Thread-safe, also from hooks. */
 MQB_API void mqb_broker_metrics(mqb_broker *b, mqb_metrics *out);

@@ -115,6 +115,7 @@ static mqb_err worker_init(mqb_broker *b, mqbi_worker *w, unsigned index)
 
 static void worker_fini(mqb_broker *b, mqbi_worker *w)
 {
+	mqbi_journal_worker_fini(w); /* its waiters refer to clients and sessions */
 	while (w->clients)
 		mqbi_client_free(w->clients);
 	while (w->dead) {
@@ -299,8 +300,14 @@ static mqb_err start_common(mqb_broker *b)
 		b->workers[i].stop1.run = shutdown_phase1;
 		b->workers[i].stop2.run = shutdown_phase2;
 	}
-	mqb_err err = mqbi_listeners_open(b);
+	/* What was stored comes back before any client can connect. */
+	b->restoring = true;
+	mqb_err err = mqbi_journal_start(b);
+	b->restoring = false;
+	if (!err)
+		err = mqbi_listeners_open(b);
 	if (err) {
+		mqbi_journal_free(b);
 		atomic_store(&b->state, MQBI_BS_STOPPED);
 		return err;
 	}
@@ -432,6 +439,7 @@ MQB_API mqb_err mqb_broker_wait(mqb_broker *b)
 			w->thread_started = false;
 		}
 	}
+	mqbi_journal_stop(b); /* what the last iterations changed goes to disk */
 	atomic_store(&b->state, MQBI_BS_STOPPED);
 	return MQB_OK;
 }
@@ -464,6 +472,8 @@ MQB_API void mqb_broker_destroy(mqb_broker *b)
 		mqb_broker_wait(b);
 	}
 	const mqb_allocator a = b->alloc;
+	/* Sessions that end below stay in the store. */
+	mqbi_journal_free(b);
 	if (b->workers)
 		mqbi_host_subs_release(b);
 	if (b->workers) {

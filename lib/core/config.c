@@ -165,6 +165,57 @@ static const cfg_def registry[] = {
                                   "At stop, how long clients' pending output may take to flush "
                                   "before their connections close.",
                                   true},
+        [MQBI_K_PERSIST_ENABLE] = {"persistence.enable", CFG_BOOL, "false", 0, 1, NULL,
+                                   "Keep retained messages, sessions with an expiry, their "
+                                   "queues and in-flight messages in a database "
+                                   "(persistence.path), so that they survive a restart or a "
+                                   "crash. broker-cli turns it on (--data-dir).",
+                                   false},
+        [MQBI_K_PERSIST_PATH] = {"persistence.path", CFG_STRING, "", 0, 4095, NULL,
+                                 "The SQLite database file; created if missing.", false},
+        [MQBI_K_PERSIST_SYNC] = {"persistence.sync", CFG_ENUM, "always", 0, 0, "always|batch|off",
+                                 "always: a QoS 1/2 message is acknowledged only once it is on "
+                                 "disk (fsync; many messages per commit); batch: written every "
+                                 "flush_interval, a crash loses at most that much, power loss "
+                                 "what the OS had not written; off: like batch without fsync.",
+                                 false},
+        [MQBI_K_PERSIST_FLUSH_INTERVAL] = {"persistence.flush_interval", CFG_DURATION, "100ms", 1,
+                                           MS_MIN, NULL,
+                                           "With sync = batch or off: time between commits.",
+                                           false},
+        [MQBI_K_PERSIST_MAX_BYTES] = {"persistence.max_bytes", CFG_SIZE, "1GB", 0, INT64_MAX, NULL,
+                                      "Disk budget: bytes of stored messages and records "
+                                      "in total (0 = no budget, the disk is the limit).",
+                                      false},
+        [MQBI_K_PERSIST_OVERFLOW] = {"persistence.overflow", CFG_ENUM, "drop_oldest", 0, 0,
+                                     "drop_oldest|refuse",
+                                     "When the disk budget or a session's queue limit "
+                                     "(mqtt.max_mqueue_len / max_mqueue_bytes) is reached: drop "
+                                     "the oldest queued messages, or refuse new ones (MQTT 5 "
+                                     "publishers get reason 0x97; counted either way).",
+                                     false},
+        [MQBI_K_PERSIST_MAX_FILE_SIZE] = {"persistence.max_file_size", CFG_SIZE, "0", 0, INT64_MAX,
+                                          NULL,
+                                          "Hard limit on the database file; reaching it acts as "
+                                          "a full disk (0 = none).",
+                                          false},
+        [MQBI_K_PERSIST_QUEUE_WINDOW] = {"persistence.queue_window", CFG_INT, "1000", 16, 1000000,
+                                         NULL,
+                                         "Queued messages of a stored session kept in RAM; the "
+                                         "rest of its queue stays on disk until needed.",
+                                         false},
+        [MQBI_K_PERSIST_CHECKPOINT_PAGES] = {"persistence.checkpoint_pages", CFG_INT, "1000", 0,
+                                             INT32_MAX, NULL,
+                                             "Write-ahead-log pages after which it is folded "
+                                             "into the database (checkpoint); 0 = SQLite's "
+                                             "default.",
+                                             false},
+        [MQBI_K_PERSIST_ON_CORRUPT] = {"persistence.on_corrupt", CFG_ENUM, "refuse", 0, 0,
+                                       "refuse|move_aside",
+                                       "A database file that is corrupt or not ours: refuse to "
+                                       "start, or rename it aside (*.corrupt-<time>) and start "
+                                       "empty.",
+                                       false},
 };
 _Static_assert(sizeof registry / sizeof registry[0] == MQBI_K__COUNT,
                "every mqbi_cfg_key needs a registry row");

@@ -55,6 +55,17 @@ typedef enum mqbi_cfg_key {
 	MQBI_K_MAX_SUBSCRIPTIONS, /* mqtt.max_subscriptions          int     0 = unlimited */
 	MQBI_K_SYS_INTERVAL,      /* sys.interval              duration 1m (0 = no $SYS stats) */
 	MQBI_K_DRAIN_TIMEOUT, /* node.drain_timeout        duration 5s: output flush time at stop */
+	/* Persistence (lib/store, docs/PERSISTENCE.md) */
+	MQBI_K_PERSIST_ENABLE,         /* persistence.enable            bool    false */
+	MQBI_K_PERSIST_PATH,           /* persistence.path              string  database file */
+	MQBI_K_PERSIST_SYNC,           /* persistence.sync              enum    always|batch|off */
+	MQBI_K_PERSIST_FLUSH_INTERVAL, /* persistence.flush_interval    duration 100ms */
+	MQBI_K_PERSIST_MAX_BYTES,      /* persistence.max_bytes         size    disk budget */
+	MQBI_K_PERSIST_OVERFLOW,      /* persistence.overflow          enum    drop_oldest|refuse */
+	MQBI_K_PERSIST_MAX_FILE_SIZE, /* persistence.max_file_size     size    0 = no limit */
+	MQBI_K_PERSIST_QUEUE_WINDOW,  /* persistence.queue_window      int     1000 */
+	MQBI_K_PERSIST_CHECKPOINT_PAGES, /* persistence.checkpoint_pages  int     1000 */
+	MQBI_K_PERSIST_ON_CORRUPT, /* persistence.on_corrupt        enum    refuse|move_aside */
 	MQBI_K__COUNT
 } mqbi_cfg_key;
 

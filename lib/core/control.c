@@ -300,6 +300,15 @@ MQB_API void mqb_broker_metrics(mqb_broker *b, mqb_metrics *out)
 	out->publishers_held = SUM(b, publishers_held);
 	out->tls_handshakes = SUM(b, tls_handshakes);
 	out->tls_handshake_errors = SUM(b, tls_handshake_errors);
+	mqbi_journal_metrics jm;
+	mqbi_journal_metrics_get(b, &jm);
+	out->store_commits = jm.commits;
+	out->store_records = jm.records;
+	out->store_bytes = jm.bytes;
+	out->store_dropped = jm.dropped;
+	out->store_refused = jm.refused;
+	out->store_errors = jm.errors;
+	out->store_backlog = jm.backlog;
 }
 
 /* ---- Reconfiguration ---------------------------------------------------- */

@@ -26,6 +26,7 @@
 #include "core/trie.h"
 #include "net/loop.h"
 #include "proto/codec.h"
+#include "store/journal.h"
 #include "util/alloc.h"
 #include "util/strmap.h"
 
@@ -53,6 +54,7 @@ typedef _Atomic uint64_t mqbi_counter;
 /* An application message, stored once and shared by every delivery. */
 typedef struct mqbi_msg {
 	_Atomic uint32_t refs;
+	_Atomic uint64_t store_id; /* its id in the store once persisted (0: not) */
 	uint8_t qos;
 	bool retain;
 	bool has_expiry;
@@ -110,6 +112,8 @@ typedef struct mqbi_delivery {
 	uint8_t state; /* MQBI_DS_* */
 	bool retain;
 	bool dup;
+	bool stored; /* in the store (for a session with one): removed there when done */
+	bool held;   /* in flight, but not sent until its state is durable */
 } mqbi_delivery;
 
 enum {
@@ -174,6 +178,12 @@ struct mqbi_session {
 	mqbi_awaiting_rel *awaiting_rel;
 	uint32_t awaiting_rel_count, awaiting_rel_cap;
 	struct mqbi_pending_will *pending_will; /* a delayed will, while one waits */
+	/* Persistence: the store id (0 = not stored; read by routing workers),
+	 * and the queue beyond the RAM window that lives on disk only. */
+	_Atomic uint64_t sid;
+	uint32_t spilled;        /* queued deliveries on disk only */
+	uint32_t queue_stored;   /* queued deliveries in RAM that are also stored */
+	uint32_t paging_dropped; /* deliveries that arrived while a page was read */
 	_Atomic uint32_t refs;
 	uint32_t expiry; /* seconds; UINT32_MAX = never */
 	uint16_t id_len;
@@ -184,6 +194,9 @@ struct mqbi_session {
 	bool ended : 1;       /* removed from the table and the trie; only refs keep it */
 	bool listed : 1;      /* in the worker's session table (false for host sessions) */
 	bool host : 1;        /* an in-process subscriber: see mqbi_session_host() */
+	bool spill : 1;       /* new stored deliveries stay on disk (queue past its window) */
+	bool paging : 1;      /* a page of the queue is being read from disk */
+	bool any_order : 1;   /* in flight restored from disk: not in packet id order */
 	char client_id[];
 };
 
@@ -339,6 +352,7 @@ struct mqbi_client {
 	uint8_t state;
 	uint8_t level;
 	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
+	uint16_t acks_waiting;     /* acknowledgements waiting for durability (journal.h) */
 	bool dirty : 1;
 	bool close_after_flush : 1; /* shutdown: close once the output is written */
 	bool local_loopback : 1;    /* arrived through a loopback interface */
@@ -361,6 +375,7 @@ typedef struct mqbi_xdelivery {
 	uint16_t n_sub_ids;
 	uint8_t qos;
 	bool retain;
+	bool stored; /* the publisher's worker journalled it */
 } mqbi_xdelivery;
 
 typedef struct mqbi_xbatch {
@@ -448,6 +463,7 @@ struct mqbi_worker {
 	bool bp_want;
 	/* Shutdown steps, preallocated so mqb_broker_stop() is async-signal-safe. */
 	mqbi_inbox_item stop1, stop2;
+	mqbi_wjournal j;        /* persistence (store/journal.h) */
 	bool draining;          /* phase 2: close clients as their output drains */
 	mqbi_timer drain_timer; /* then close the rest */
 	mqbi_metrics m;
@@ -511,6 +527,8 @@ struct mqb_broker {
 	char node[128];
 	mqbi_trie *trie;
 	mqbi_retain *retain;
+	struct mqbi_journal *journal; /* persistence, or NULL */
+	bool restoring;               /* loading the store: changes are not journalled */
 	unsigned nworkers;
 	mqbi_worker *workers;
 	/* Listeners, opened from the config or at run time; removed ones stay
@@ -629,8 +647,32 @@ mqbi_session *mqbi_session_create_host(mqbi_worker *w, mqb_message_fn fn, void *
 void mqbi_session_end(mqbi_session *s, const char *why); /* discard now */
 void mqbi_session_attach(mqbi_session *s, mqbi_client *c);
 void mqbi_session_detach(mqbi_session *s); /* the client went away */
+/* stored: the routing worker already journalled this delivery. */
 void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool retain,
-                          const uint32_t *sub_ids, uint16_t n_sub_ids);
+                          const uint32_t *sub_ids, uint16_t n_sub_ids, bool stored);
+/* Journals a delivery of msg to a stored session s (from any worker w);
+ * false if it could not be. */
+bool mqbi_session_journal_delivery(mqbi_worker *w, mqbi_session *s, uint64_t sid, mqbi_msg *msg,
+                                   uint8_t qos, bool retain, const uint32_t *sub_ids,
+                                   uint16_t n_sub_ids);
+/* Persistence of the session itself: stores it (expiry > 0) with what it
+ * holds, updates it, or removes it from the store (expiry 0). */
+void mqbi_session_persist(mqbi_session *s);
+/* A page of the queue read from disk (ok = false: the read failed; end:
+ * the disk part was read to its end). Takes the messages it keeps. */
+void mqbi_session_page_in(mqbi_session *s, mqbi_stored_delivery *d, uint32_t n,
+                          const uint64_t *skip, uint32_t nskip, bool ok, bool end);
+/* An in-flight delivery is done (acknowledged): removed, also from disk. */
+void mqbi_session_delivery_done(mqbi_session *s, mqbi_delivery *d);
+/* Journals an in-flight delivery's new state. */
+void mqbi_session_store_state(mqbi_session *s, mqbi_delivery *d);
+/* Journals a subscription added or changed (removed = false) or removed. */
+void mqbi_session_store_sub(mqbi_session *s, const char *text, size_t len, bool removed);
+/* A held delivery's state is durable: send it (PUBLISH or PUBREL). */
+void mqbi_session_send_held(mqbi_session *s, mqbi_delivery *d);
+/* Recovery: a delivery that was in flight; takes the message reference. */
+mqb_err mqbi_session_restore_inflight(mqbi_session *s, const mqbi_stored_delivery *d);
+void mqbi_session_expiry_fn(mqbi_loop *l, mqbi_timer *t);
 void mqbi_session_pump(mqbi_session *s);   /* move queued deliveries into flight */
 void mqbi_session_resend(mqbi_session *s); /* after reconnect: inflight again, DUP */
 mqbi_delivery *mqbi_session_inflight_find(mqbi_session *s, uint16_t packet_id);

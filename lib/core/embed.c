@@ -411,7 +411,7 @@ static void host_retained(void *user, const char *topic, size_t tlen, void *valu
 	retained_to_host *rh = user;
 	mqbi_msg *m = value;
 	if (!mqbi_msg_expired(m, rh->now))
-		mqbi_session_deliver(rh->s, m, m->qos, true, NULL, 0);
+		mqbi_session_deliver(rh->s, m, m->qos, true, NULL, 0, false);
 }
 
 static void do_subscribe(mqbi_worker *w, void *arg)

@@ -40,6 +40,7 @@ mqbi_msg *mqbi_msg_create(const mqb_allocator *a, const char *topic, size_t topi
 	if (!m)
 		return NULL;
 	atomic_init(&m->refs, 1);
+	atomic_init(&m->store_id, 0);
 	m->qos = qos;
 	m->retain = retain;
 	m->has_expiry = has_expiry;

@@ -323,7 +323,8 @@ static void xbatch_run(mqbi_loop *l, mqbi_inbox_item *it)
 	for (uint32_t i = 0; i < xb->count; i++) {
 		mqbi_xdelivery *d = &xb->d[i];
 		const uint32_t *ids = d->n_sub_ids > 1 ? d->sub_ids : &d->sub_id;
-		mqbi_session_deliver(d->session, d->msg, d->qos, d->retain, ids, d->n_sub_ids);
+		mqbi_session_deliver(d->session, d->msg, d->qos, d->retain, ids, d->n_sub_ids,
+		                     d->stored);
 		mqbi_session_unref(d->session);
 		mqbi_msg_unref(a, d->msg);
 		mqbi_free(a, d->sub_ids);
@@ -343,9 +344,22 @@ static void xbatch_drop(mqbi_inbox_item *it)
 	mqbi_free(a, xb);
 }
 
+/* Posts a batch to its worker. The journal goes first: what the receiver
+ * journals about these deliveries must follow their own records. */
+static void post_xbatch(mqbi_worker *w, unsigned to, mqbi_xbatch *xb)
+{
+	mqb_broker *b = w->broker;
+	mqbi_journal_lock(b);
+	mqbi_journal_flush_locked(w);
+	mqbi_loop_post(b->workers[to].loop, &xb->item);
+	mqbi_journal_unlock(b);
+}
+
 void mqbi_worker_flush_outbox(mqbi_worker *w)
 {
 	mqb_broker *b = w->broker;
+	mqbi_journal_lock(b);
+	mqbi_journal_flush_locked(w);
 	for (unsigned i = 0; i < b->nworkers; i++) {
 		mqbi_xbatch *xb = w->outbox[i];
 		if (!xb)
@@ -353,18 +367,18 @@ void mqbi_worker_flush_outbox(mqbi_worker *w)
 		w->outbox[i] = NULL;
 		mqbi_loop_post(b->workers[i].loop, &xb->item);
 	}
+	mqbi_journal_unlock(b);
 }
 
-static void send_remote(mqbi_worker *w, mqbi_target *t, mqbi_msg *msg)
+static void send_remote(mqbi_worker *w, mqbi_target *t, mqbi_msg *msg, bool stored)
 {
-	mqb_broker *b = w->broker;
 	unsigned home = t->session->home->index;
 	mqbi_xbatch *xb = w->outbox[home];
 	if (!xb || xb->count == xb->cap) {
 		if (xb) {
 			/* Full: post it now and start another. */
 			w->outbox[home] = NULL;
-			mqbi_loop_post(b->workers[home].loop, &xb->item);
+			post_xbatch(w, home, xb);
 		}
 		xb = xbatch_get(w);
 		if (!xb) {
@@ -382,6 +396,7 @@ static void send_remote(mqbi_worker *w, mqbi_target *t, mqbi_msg *msg)
 	d->msg = mqbi_msg_ref(msg);
 	d->qos = t->qos;
 	d->retain = t->retain;
+	d->stored = stored;
 	d->n_sub_ids = t->n_sub_ids;
 	d->sub_id = t->sub_id;
 	d->sub_ids = t->sub_ids; /* ownership moves to the batch */
@@ -409,11 +424,18 @@ size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg)
 		matched++;
 		if (w->bp_want && !w->bp_hit && mqbi_session_congested(t->session))
 			w->bp_hit = mqbi_session_ref(t->session);
+		const uint32_t *ids = t->n_sub_ids > 1 ? t->sub_ids : &t->sub_id;
 		if (t->session->home == w) {
-			const uint32_t *ids = t->n_sub_ids > 1 ? t->sub_ids : &t->sub_id;
-			mqbi_session_deliver(t->session, msg, t->qos, t->retain, ids, t->n_sub_ids);
+			mqbi_session_deliver(t->session, msg, t->qos, t->retain, ids, t->n_sub_ids,
+			                     false);
 		} else {
-			send_remote(w, t, msg);
+			/* Journalled here, so the publisher's acknowledgement can wait
+			 * for it (the session's worker would write it later). */
+			uint64_t sid = atomic_load_explicit(&t->session->sid, memory_order_relaxed);
+			bool stored = t->qos > 0 && sid && b->journal && !b->restoring &&
+			              mqbi_session_journal_delivery(w, t->session, sid, msg, t->qos,
+			                                            t->retain, ids, t->n_sub_ids);
+			send_remote(w, t, msg, stored);
 		}
 		mqbi_free(&b->alloc, t->sub_ids);
 		t->sub_ids = NULL;
@@ -428,10 +450,29 @@ size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg)
 	return matched;
 }
 
+/* The retained message on msg's topic, on disk ($SYS ones are made anew). */
+static void journal_retained(mqbi_worker *w, mqbi_msg *msg)
+{
+	if (msg->topic[0] == '$' && strncmp(msg->topic, "$SYS/", 5) == 0)
+		return;
+	mqbi_rec *r = mqbi_journal_add(
+	        w, msg->payload_len ? MQBI_REC_RETAIN_PUT : MQBI_REC_RETAIN_DEL, 0);
+	if (!r)
+		return;
+	if (msg->payload_len) {
+		r->msg = mqbi_msg_ref(msg);
+	} else {
+		r->text = mqbi_strndup(&w->broker->alloc, msg->topic, msg->topic_len);
+		r->text_len = msg->topic_len;
+	}
+}
+
 size_t mqbi_publish_message(mqbi_worker *w, mqbi_msg *msg)
 {
-	if (msg->retain)
+	if (msg->retain) {
 		mqbi_retain_store(w->broker, msg);
+		journal_retained(w, msg);
+	}
 	return mqbi_route_message(w, msg);
 }
 
@@ -469,6 +510,18 @@ static void send_ack(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reaso
 	mqbi_client_send_packet(c, &p);
 }
 
+/* Acknowledges a publish, in order with the earlier ones, once what it
+ * journalled since `mark` is durable (journal.h). */
+static void ack_publish(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason, uint64_t mark)
+{
+	mqbi_journal_ack(c, (uint8_t)type, id, reason, mark);
+}
+
+static void ack_now(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason)
+{
+	ack_publish(c, type, id, reason, mqbi_journal_mark(&c->w->j));
+}
+
 /* Refuses a QoS > 0 publish with a reason (v5) or closes (v3); QoS 0 is dropped. */
 static void refuse_publish(mqbi_client *c, const mqbi_publish *p, uint8_t reason, const char *why)
 {
@@ -480,7 +533,7 @@ static void refuse_publish(mqbi_client *c, const mqbi_publish *p, uint8_t reason
 		mqbi_client_close(c, reason);
 		return;
 	}
-	send_ack(c, p->qos == 1 ? MQBI_PUBACK : MQBI_PUBREC, p->packet_id, reason);
+	ack_now(c, p->qos == 1 ? MQBI_PUBACK : MQBI_PUBREC, p->packet_id, reason);
 }
 
 void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
@@ -558,16 +611,23 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 		/* 3.x clients cannot be told: acknowledge and drop (EMQX's
 		 * acl_deny_action = ignore). */
 		if (p->qos == 1)
-			send_ack(c, MQBI_PUBACK, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
+			ack_now(c, MQBI_PUBACK, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
 		else if (p->qos == 2)
-			send_ack(c, MQBI_PUBREC, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
+			ack_now(c, MQBI_PUBREC, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
 		return;
 	}
+	if (p->qos > 0 && mqbi_journal_refusing(b)) {
+		mqbi_journal_count_refused(b);
+		return refuse_publish(c, p, MQBI_RC_QUOTA_EXCEEDED,
+		                      "disk budget persistence.max_bytes reached");
+	}
 
+	uint64_t mark = mqbi_journal_mark(&w->j);
+	uint64_t sid = atomic_load_explicit(&s->sid, memory_order_relaxed);
 	if (p->qos == 2) {
 		/* Exactly once: a retransmitted PUBLISH is acknowledged, not routed. */
 		if (mqbi_session_awaiting_rel(s, p->packet_id)) {
-			send_ack(c, MQBI_PUBREC, p->packet_id, MQBI_RC_SUCCESS);
+			ack_publish(c, MQBI_PUBREC, p->packet_id, MQBI_RC_SUCCESS, mark);
 			return;
 		}
 		if (c->level == MQBI_V5 && s->awaiting_rel_count >= lim->receive_max)
@@ -578,13 +638,17 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 		        mqbi_session_awaiting_rel_add(s, p->packet_id, mqbi_loop_now(w->loop));
 		if (err == MQB_ERR_RANGE) {
 			if (c->level == MQBI_V5)
-				return send_ack(c, MQBI_PUBREC, p->packet_id,
-				                MQBI_RC_QUOTA_EXCEEDED);
+				return ack_publish(c, MQBI_PUBREC, p->packet_id,
+				                   MQBI_RC_QUOTA_EXCEEDED, mark);
 			return mqbi_client_disconnect(c, MQBI_RC_QUOTA_EXCEEDED,
 			                              "max_awaiting_rel reached");
 		}
 		if (err)
 			return mqbi_client_disconnect(c, MQBI_RC_IMPL_SPECIFIC, "out of memory");
+		/* A crash must not make a retransmission look new. */
+		mqbi_rec *r = sid ? mqbi_journal_add(w, MQBI_REC_AWREL_PUT, sid) : NULL;
+		if (r)
+			r->packet_id = p->packet_id;
 	}
 
 	bool v5 = c->level == MQBI_V5;
@@ -603,8 +667,12 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 	msg = mqbi_hook_on_publish(w, c, msg, &rc);
 	if (!msg) {
 		MQBI_COUNT(w->m.messages_dropped, 1);
-		if (p->qos == 2 && c->level == MQBI_V5)
-			mqbi_session_awaiting_rel_remove(s, p->packet_id); /* the exchange ends */
+		if (p->qos == 2 && c->level == MQBI_V5 &&
+		    mqbi_session_awaiting_rel_remove(s, p->packet_id)) { /* the exchange ends */
+			mqbi_rec *r = sid ? mqbi_journal_add(w, MQBI_REC_AWREL_DEL, sid) : NULL;
+			if (r)
+				r->packet_id = p->packet_id;
+		}
 	} else {
 		w->bp_want = p->qos > 0;
 		size_t matched = mqbi_publish_message(w, msg);
@@ -623,9 +691,9 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 			mqbi_session_unref(hit);
 	}
 	if (p->qos == 1)
-		send_ack(c, MQBI_PUBACK, p->packet_id, rc);
+		ack_publish(c, MQBI_PUBACK, p->packet_id, rc, mark);
 	else if (p->qos == 2)
-		send_ack(c, MQBI_PUBREC, p->packet_id, rc);
+		ack_publish(c, MQBI_PUBREC, p->packet_id, rc, mark);
 }
 
 void mqbi_handle_ack(mqbi_client *c, mqbi_ptype type, const mqbi_ack *a)
@@ -636,7 +704,7 @@ void mqbi_handle_ack(mqbi_client *c, mqbi_ptype type, const mqbi_ack *a)
 	case MQBI_PUBACK:
 		d = mqbi_session_inflight_find(s, a->packet_id);
 		if (d && d->state == MQBI_DS_WAIT_PUBACK) {
-			mqbi_session_inflight_remove(s, d);
+			mqbi_session_delivery_done(s, d);
 			mqbi_session_pump(s);
 		}
 		return;
@@ -649,25 +717,41 @@ void mqbi_handle_ack(mqbi_client *c, mqbi_ptype type, const mqbi_ack *a)
 		}
 		if (a->reason >= 0x80) {
 			/* The client refused the message: the exchange ends here. */
-			mqbi_session_inflight_remove(s, d);
+			mqbi_session_delivery_done(s, d);
 			mqbi_session_pump(s);
 			return;
 		}
 		d->state = MQBI_DS_WAIT_PUBCOMP;
-		mqbi_msg_unref(&c->w->broker->alloc, d->msg); /* only the packet id is needed now */
-		d->msg = NULL;
+		if (d->stored) {
+			/* PUBREL tells the client to forget the packet id: only once a
+			 * crash could not make us send the PUBLISH again. */
+			mqbi_session_store_state(s, d);
+			if (mqbi_journal_hold(s, d, MQBI_PUBREL))
+				return;
+		} else {
+			mqbi_msg_unref(&c->w->broker->alloc,
+			               d->msg); /* only the id is needed now */
+			d->msg = NULL;
+		}
 		send_ack(c, MQBI_PUBREL, a->packet_id, MQBI_RC_SUCCESS);
 		return;
 	case MQBI_PUBREL: {
+		uint64_t mark = mqbi_journal_mark(&c->w->j);
 		bool known = mqbi_session_awaiting_rel_remove(s, a->packet_id);
-		send_ack(c, MQBI_PUBCOMP, a->packet_id,
-		         known ? MQBI_RC_SUCCESS : MQBI_RC_PACKET_ID_NOT_FOUND);
+		uint64_t sid = atomic_load_explicit(&s->sid, memory_order_relaxed);
+		mqbi_rec *r = known && sid ? mqbi_journal_add(c->w, MQBI_REC_AWREL_DEL, sid) : NULL;
+		if (r)
+			r->packet_id = a->packet_id;
+		/* PUBCOMP frees the packet id for a new message: not before we
+		 * forgot it for good. */
+		ack_publish(c, MQBI_PUBCOMP, a->packet_id,
+		            known ? MQBI_RC_SUCCESS : MQBI_RC_PACKET_ID_NOT_FOUND, mark);
 		return;
 	}
 	case MQBI_PUBCOMP:
 		d = mqbi_session_inflight_find(s, a->packet_id);
-		if (d && d->state == MQBI_DS_WAIT_PUBCOMP) {
-			mqbi_session_inflight_remove(s, d);
+		if (d && d->state == MQBI_DS_WAIT_PUBCOMP && !d->held) {
+			mqbi_session_delivery_done(s, d);
 			mqbi_session_pump(s);
 		}
 		return;

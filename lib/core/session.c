@@ -135,6 +135,165 @@ static void dq_free(const mqb_allocator *a, mqbi_dqueue *q)
 	memset(q, 0, sizeof(*q));
 }
 
+/* ---- Persistence -------------------------------------------------------- */
+
+static uint64_t sid_of(const mqbi_session *s)
+{
+	return atomic_load_explicit(&s->sid, memory_order_relaxed);
+}
+
+/* Whether changes of s are journalled now. */
+static bool journalled(const mqbi_session *s)
+{
+	return sid_of(s) && s->home->broker->journal && !s->home->broker->restoring;
+}
+
+bool mqbi_session_journal_delivery(mqbi_worker *w, mqbi_session *s, uint64_t sid, mqbi_msg *msg,
+                                   uint8_t qos, bool retain, const uint32_t *sub_ids,
+                                   uint16_t n_sub_ids)
+{
+	uint64_t mid = mqbi_journal_msg(w, msg);
+	mqbi_rec *r = mqbi_journal_add(w, MQBI_REC_DLV_PUT, sid);
+	if (!r)
+		return false;
+	r->mid = mid;
+	r->qos = qos;
+	r->flags = retain;
+	r->n_sub_ids = n_sub_ids;
+	if (n_sub_ids == 1)
+		r->num = sub_ids[0];
+	if (n_sub_ids > 1) {
+		r->sub_ids = mqbi_malloc(&w->broker->alloc, sizeof(uint32_t) * n_sub_ids);
+		if (!r->sub_ids) {
+			r->n_sub_ids = 0; /* stored without them rather than not at all */
+		} else {
+			memcpy(r->sub_ids, sub_ids, sizeof(uint32_t) * n_sub_ids);
+		}
+	}
+	return true;
+}
+
+/* The delivery is done (acknowledged, dropped, expired): off the disk. */
+static void unstore(mqbi_session *s, mqbi_delivery *d)
+{
+	if (!d->stored || !journalled(s))
+		return;
+	mqbi_rec *r = mqbi_journal_add(s->home, MQBI_REC_DLV_DEL, sid_of(s));
+	if (r)
+		r->mid = atomic_load_explicit(&d->msg->store_id, memory_order_relaxed);
+	d->stored = false;
+}
+
+/* An in-flight delivery's state (packet id, QoS 2 step) on disk. */
+static void store_state(mqbi_session *s, const mqbi_delivery *d)
+{
+	if (!d->stored || !journalled(s))
+		return;
+	mqbi_rec *r = mqbi_journal_add(s->home, MQBI_REC_DLV_STATE, sid_of(s));
+	if (r) {
+		r->mid = atomic_load_explicit(&d->msg->store_id, memory_order_relaxed);
+		r->packet_id = d->packet_id;
+		r->state = d->state;
+	}
+}
+
+static void store_delivery(mqbi_session *s, mqbi_delivery *d)
+{
+	if (d->qos == 0 || d->stored || !d->msg)
+		return;
+	const uint32_t *ids = d->n_sub_ids > 1 ? d->sub_ids : &d->sub_id;
+	d->stored = mqbi_session_journal_delivery(s->home, s, sid_of(s), d->msg, d->qos, d->retain,
+	                                          ids, d->n_sub_ids);
+}
+
+static void store_will(mqbi_session *s)
+{
+	struct mqbi_pending_will *pw = s->pending_will;
+	if (!pw || !journalled(s))
+		return;
+	mqbi_rec *r = mqbi_journal_add(s->home, MQBI_REC_WILL_PUT, sid_of(s));
+	if (r) {
+		r->msg = mqbi_msg_ref(pw->msg);
+		uint64_t now = mqbi_loop_now(s->home->loop);
+		uint64_t due = pw->timer.deadline;
+		r->at = mqbi_wall_ms() + (int64_t)(due > now ? due - now : 0);
+	}
+}
+
+static void store_sub(mqbi_session *s, const mqbi_sub *sub)
+{
+	mqbi_rec *r = mqbi_journal_add(s->home, MQBI_REC_SUB_PUT, sid_of(s));
+	if (!r)
+		return;
+	r->text = mqbi_strndup(alloc_of(s), sub->text, sub->text_len);
+	r->text_len = sub->text_len;
+	r->flags = sub->options;
+	r->num = sub->sub_id;
+}
+
+void mqbi_session_store_sub(mqbi_session *s, const char *text, size_t len, bool removed)
+{
+	if (!journalled(s))
+		return;
+	if (!removed) {
+		mqbi_sub *sub = mqbi_strmap_get(&s->subs, text, len);
+		if (sub)
+			store_sub(s, sub);
+		return;
+	}
+	mqbi_rec *r = mqbi_journal_add(s->home, MQBI_REC_SUB_DEL, sid_of(s));
+	if (r) {
+		r->text = mqbi_strndup(alloc_of(s), text, len);
+		r->text_len = (uint32_t)len;
+	}
+}
+
+void mqbi_session_persist(mqbi_session *s)
+{
+	mqbi_worker *w = s->home;
+	mqb_broker *b = w->broker;
+	if (!b->journal || b->restoring || !s->listed || s->ended)
+		return;
+	uint64_t sid = sid_of(s);
+	bool fresh = sid == 0;
+	if (fresh && s->expiry == 0)
+		return; /* ends with its connection: nothing to keep */
+	if (fresh)
+		sid = mqbi_journal_new_sid(b);
+	mqbi_rec *r = mqbi_journal_add(w, MQBI_REC_SESSION_PUT, sid);
+	if (!r)
+		return;
+	/* Expiry 0 is stored too: such a session does not outlive a crash. */
+	r->text = mqbi_strndup(alloc_of(s), s->client_id, s->id_len);
+	r->text_len = s->id_len;
+	r->num = s->expiry;
+	r->flags = s->level;
+	r->at = s->client ? 0 : mqbi_wall_ms();
+	if (!fresh)
+		return;
+	/* Newly stored: everything it holds goes too. */
+	atomic_store(&s->sid, sid);
+	size_t pos = 0;
+	const char *key;
+	size_t klen;
+	void *val;
+	while (mqbi_strmap_next(&s->subs, &pos, &key, &klen, &val))
+		store_sub(s, val);
+	for (uint32_t i = 0; i < s->inflight_slots; i++) {
+		mqbi_delivery *d = &s->inflight[(s->inflight_head + i) & (s->inflight_cap - 1)];
+		if (d->state == MQBI_DS_DONE)
+			continue;
+		store_delivery(s, d);
+		store_state(s, d);
+	}
+	for (uint32_t i = 0; i < s->queue.count; i++) {
+		mqbi_delivery *d = &s->queue.items[(s->queue.head + i) & (s->queue.cap - 1)];
+		store_delivery(s, d);
+		s->queue_stored += d->stored;
+	}
+	store_will(s);
+}
+
 /* ---- Lifetime ----------------------------------------------------------- */
 
 static void session_free(mqbi_session *s)
@@ -177,6 +336,8 @@ static mqbi_msg *take_pending_will(mqbi_session *s)
 	mqbi_msg *will = pw->msg;
 	s->pending_will = NULL;
 	mqbi_free(alloc_of(s), pw);
+	if (journalled(s))
+		mqbi_journal_add(s->home, MQBI_REC_WILL_DEL, sid_of(s));
 	return will;
 }
 
@@ -206,6 +367,10 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 		s->client = NULL;
 	}
 	atomic_store(&s->online, false);
+	/* Off the disk first (a delayed will it publishes below is not its own). */
+	if (journalled(s))
+		mqbi_journal_add(w, MQBI_REC_SESSION_DEL, sid_of(s));
+	atomic_store(&s->sid, 0);
 	s->ended = true;
 	mqbi_bp_update(s); /* nobody waits for an ended session */
 	if (s->listed)
@@ -235,7 +400,7 @@ void mqbi_session_end(mqbi_session *s, const char *why)
 	mqbi_session_unref(s);
 }
 
-static void expiry_timer_fn(mqbi_loop *l, mqbi_timer *t)
+void mqbi_session_expiry_fn(mqbi_loop *l, mqbi_timer *t)
 {
 	mqbi_session *s = container_of(t, mqbi_session, expiry_timer);
 	mqbi_event(s->home->broker, MQB_EVENT_SESSION_EXPIRED, NULL, s->client_id, 0, NULL, 0,
@@ -264,6 +429,7 @@ void mqbi_session_schedule_will(mqbi_session *s, mqbi_msg *will, uint32_t delay_
 	pw->msg = will;
 	s->pending_will = pw;
 	mqbi_timer_start(s->home->loop, &pw->timer, (uint64_t)delay_s * 1000u, will_timer_fn);
+	store_will(s);
 }
 
 void mqbi_session_cancel_will(mqbi_session *s)
@@ -283,6 +449,7 @@ void mqbi_session_attach(mqbi_session *s, mqbi_client *c)
 	}
 	atomic_store(&s->online, true);
 	mqbi_timer_stop(s->home->loop, &s->expiry_timer);
+	mqbi_session_persist(s);
 	mqbi_session_resend(s);
 	mqbi_session_pump(s);
 }
@@ -298,9 +465,10 @@ void mqbi_session_detach(mqbi_session *s)
 		mqbi_session_end(s, "session expiry 0");
 		return;
 	}
+	mqbi_session_persist(s); /* offline since now */
 	if (s->expiry != UINT32_MAX)
 		mqbi_timer_start(s->home->loop, &s->expiry_timer, (uint64_t)s->expiry * 1000u,
-		                 expiry_timer_fn);
+		                 mqbi_session_expiry_fn);
 }
 
 /* ---- In flight ---------------------------------------------------------- */
@@ -322,6 +490,8 @@ mqbi_delivery *mqbi_session_inflight_find(mqbi_session *s, uint16_t packet_id)
 	uint32_t n = s->inflight_slots;
 	if (n == 0 || packet_id == 0)
 		return NULL;
+	if (s->any_order)
+		goto scan;
 	/* Ids are handed out in ring order, 65535 wrapping to 1: an id outside
 	 * the span from the oldest to the newest is not in flight, and one inside
 	 * sits at its distance from the oldest unless ids in use were skipped. */
@@ -334,6 +504,7 @@ mqbi_delivery *mqbi_session_inflight_find(mqbi_session *s, uint16_t packet_id)
 		if (d->packet_id == packet_id)
 			return d->state == MQBI_DS_DONE ? NULL : d;
 	}
+scan:
 	for (uint32_t i = 0; i < n; i++) {
 		mqbi_delivery *d = if_at(s, i);
 		if (d->packet_id == packet_id && d->state != MQBI_DS_DONE)
@@ -349,8 +520,10 @@ static void inflight_trim(mqbi_session *s)
 		s->inflight_head = (s->inflight_head + 1) & (s->inflight_cap - 1);
 		s->inflight_slots--;
 	}
-	if (s->inflight_slots == 0)
+	if (s->inflight_slots == 0) {
 		s->inflight_head = 0;
+		s->any_order = false;
+	}
 }
 
 /* Releases an entry, leaving a hole. */
@@ -430,11 +603,80 @@ static bool start_flight(mqbi_session *s, mqbi_delivery *d)
 	mqbi_delivery *slot = inflight_push(s, d);
 	if (!slot)
 		return false;
+	if (slot->qos == 2 && slot->stored) {
+		/* Exactly once across a crash: the client may keep this packet id
+		 * only once we will remember having sent it. */
+		store_state(s, slot);
+		if (mqbi_journal_hold(s, slot, MQBI_PUBLISH))
+			return true;
+	}
 	if (!mqbi_send_publish(s->client, slot)) {
 		/* Too large for the client: dropped [MQTT-3.1.2-25]. */
+		unstore(s, slot);
 		mqbi_session_inflight_remove(s, slot);
 	}
 	return true;
+}
+
+void mqbi_session_send_held(mqbi_session *s, mqbi_delivery *d)
+{
+	mqbi_client *c = s->client;
+	if (!c || c->state != MQBI_CS_CONNECTED)
+		return; /* sent with the others when the client is back */
+	if (d->state == MQBI_DS_WAIT_PUBCOMP) {
+		mqbi_packet p = {.type = MQBI_PUBREL};
+		p.u.ack.packet_id = d->packet_id;
+		mqbi_client_send_packet(c, &p);
+	} else if (!mqbi_send_publish(c, d)) {
+		unstore(s, d);
+		mqbi_session_inflight_remove(s, d);
+		mqbi_session_pump(s);
+	}
+}
+
+void mqbi_session_delivery_done(mqbi_session *s, mqbi_delivery *d)
+{
+	unstore(s, d);
+	mqbi_session_inflight_remove(s, d);
+}
+
+void mqbi_session_store_state(mqbi_session *s, mqbi_delivery *d)
+{
+	store_state(s, d);
+}
+
+mqb_err mqbi_session_restore_inflight(mqbi_session *s, const mqbi_stored_delivery *sd)
+{
+	mqbi_delivery d = {.msg = sd->msg,
+	                   .qos = sd->qos,
+	                   .retain = sd->retain,
+	                   .packet_id = sd->packet_id,
+	                   .state = sd->state,
+	                   .n_sub_ids = sd->n_sub_ids,
+	                   .stored = true};
+	if (sd->n_sub_ids == 1)
+		d.sub_id = sd->sub_ids ? sd->sub_ids[0] : sd->sub_id;
+	if (sd->n_sub_ids > 1) {
+		d.sub_ids = mqbi_malloc(alloc_of(s), sizeof(uint32_t) * sd->n_sub_ids);
+		if (!d.sub_ids) {
+			mqbi_msg_unref(alloc_of(s), sd->msg);
+			return MQB_ERR_NOMEM;
+		}
+		memcpy(d.sub_ids, sd->sub_ids, sizeof(uint32_t) * sd->n_sub_ids);
+	}
+	/* Stored deliveries refer to their rows by the message's store id. */
+	atomic_store_explicit(&sd->msg->store_id, sd->mid, memory_order_relaxed);
+	if (d.state != MQBI_DS_WAIT_PUBREC && d.state != MQBI_DS_WAIT_PUBCOMP)
+		d.state = MQBI_DS_WAIT_PUBREC; /* only QoS 2 state is stored */
+	if (!inflight_push(s, &d)) {
+		mqbi_delivery_release(alloc_of(s), &d);
+		return MQB_ERR_NOMEM;
+	}
+	s->any_order = true; /* restored in queue order, not in send order */
+	s->next_packet_id = (uint16_t)(sd->packet_id + 1);
+	if (s->next_packet_id == 0)
+		s->next_packet_id = 1;
+	return MQB_OK;
 }
 
 static void drop_event(mqbi_session *s, const mqbi_msg *m, uint8_t qos, const char *why)
@@ -453,6 +695,7 @@ static void drop(mqbi_session *s, mqbi_delivery *d, const char *why)
 	drop_event(s, d->msg, d->qos, why);
 	mqbi_log(w->broker, MQB_LOG_DEBUG, "session", s->client,
 	         "dropped a message on '%s' for %s: %s", d->msg->topic, s->client_id, why);
+	unstore(s, d);
 	mqbi_delivery_release(&w->broker->alloc, d);
 }
 
@@ -466,6 +709,7 @@ void mqbi_session_pump(mqbi_session *s)
 			break;
 		mqbi_delivery d;
 		dq_pop(&s->queue, &d);
+		s->queue_stored -= d.stored;
 		if (mqbi_msg_expired(d.msg, now)) {
 			MQBI_COUNT(s->home->m.messages_expired, 1);
 			drop(s, &d, "expired");
@@ -473,6 +717,7 @@ void mqbi_session_pump(mqbi_session *s)
 		}
 		if (c->w->broker->hooks.on_deliver &&
 		    !mqbi_hook_on_deliver(c, d.msg, d.qos, d.retain)) {
+			unstore(s, &d);
 			mqbi_delivery_release(alloc_of(s), &d);
 			continue;
 		}
@@ -483,8 +728,58 @@ void mqbi_session_pump(mqbi_session *s)
 			drop(s, &d, "out of memory");
 		}
 	}
+	/* The RAM part of a spilled queue is used up: read the next page. */
+	if (s->spill && !s->paging && s->queue_stored == 0 && can_write(c)) {
+		s->paging = true;
+		s->paging_dropped = 0;
+		mqbi_journal_read_queue(s,
+		                        mqbi_journal_window(s->home->broker) + s->inflight_count);
+	}
 	if (atomic_load_explicit(&s->flow, memory_order_relaxed))
 		mqbi_bp_update(s);
+}
+
+void mqbi_session_page_in(mqbi_session *s, mqbi_stored_delivery *sd, uint32_t n,
+                          const uint64_t *skip, uint32_t nskip, bool ok, bool end)
+{
+	s->paging = false;
+	if (s->ended)
+		return;
+	if (!ok) {
+		/* Logged by the journal; the rest stays on disk until a restart. */
+		s->spill = false;
+		s->spilled = 0;
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t mid = sd[i].mid;
+		bool flying = false;
+		for (uint32_t k = 0; k < nskip && !flying; k++)
+			flying = skip[k] == mid;
+		if (flying)
+			continue;
+		mqbi_delivery d = {.msg = sd[i].msg,
+		                   .qos = sd[i].qos,
+		                   .retain = sd[i].retain,
+		                   .n_sub_ids = sd[i].n_sub_ids,
+		                   .sub_id = sd[i].sub_id,
+		                   .sub_ids = (uint32_t *)sd[i].sub_ids,
+		                   .stored = true};
+		atomic_store_explicit(&d.msg->store_id, mid, memory_order_relaxed);
+		if (!dq_push(alloc_of(s), &s->queue, &d))
+			break;    /* out of memory: the rest is read again later */
+		sd[i].msg = NULL; /* the queue owns them now */
+		sd[i].sub_ids = NULL;
+		s->queue_stored++;
+		if (s->spilled)
+			s->spilled--;
+	}
+	/* The disk part is read to its end, and nothing arrived meanwhile. */
+	if (end && s->paging_dropped == 0) {
+		s->spill = false;
+		s->spilled = 0;
+	}
+	mqbi_session_pump(s);
 }
 
 void mqbi_session_resend(mqbi_session *s)
@@ -492,16 +787,18 @@ void mqbi_session_resend(mqbi_session *s)
 	mqbi_client *c = s->client;
 	for (uint32_t i = 0; i < s->inflight_slots; i++) {
 		mqbi_delivery *d = if_at(s, i);
-		if (d->state == MQBI_DS_DONE)
-			continue;
+		if (d->state == MQBI_DS_DONE || d->held)
+			continue; /* held: sent once its state is durable */
 		if (d->state == MQBI_DS_WAIT_PUBCOMP) {
 			mqbi_packet p = {.type = MQBI_PUBREL};
 			p.u.ack.packet_id = d->packet_id;
 			mqbi_client_send_packet(c, &p);
 		} else {
 			d->dup = true; /* [MQTT-3.3.1-1] */
-			if (!mqbi_send_publish(c, d))
+			if (!mqbi_send_publish(c, d)) {
+				unstore(s, d);
 				inflight_release(s, d); /* too large now: dropped */
+			}
 		}
 	}
 	inflight_trim(s);
@@ -522,7 +819,7 @@ static bool keep(const mqb_allocator *a, mqbi_delivery *d, mqbi_msg *msg, const 
 }
 
 void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool retain,
-                          const uint32_t *sub_ids, uint16_t n_sub_ids)
+                          const uint32_t *sub_ids, uint16_t n_sub_ids, bool stored)
 {
 	if (s->ended)
 		return;
@@ -536,7 +833,13 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	mqb_broker *b = s->home->broker;
 	const mqb_allocator *a = &b->alloc;
 	mqbi_client *c = s->client;
-	mqbi_delivery d = {.msg = msg, .qos = qos, .retain = retain, .n_sub_ids = n_sub_ids};
+	/* A stored session keeps its QoS 1/2 deliveries on disk too; the routing
+	 * worker journalled those for other workers' sessions already. */
+	if (qos > 0 && !stored && journalled(s))
+		stored = mqbi_session_journal_delivery(s->home, s, sid_of(s), msg, qos, retain,
+		                                       sub_ids, n_sub_ids);
+	mqbi_delivery d = {
+	        .msg = msg, .qos = qos, .retain = retain, .n_sub_ids = n_sub_ids, .stored = stored};
 	if (n_sub_ids == 1)
 		d.sub_id = sub_ids[0];
 
@@ -544,9 +847,9 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	 * on_deliver is asked when a delivery is written (here or in pump). */
 	/* MQTT orders deliveries per topic and QoS [MQTT-4.6.0-6]: QoS 0 may
 	 * pass QoS 1/2 held by the in-flight window, but not queued QoS 0. */
-	bool direct =
-	        can_write(c) && (qos == 0 ? s->queue.qos0 == 0
-	                                  : s->queue.count == 0 && s->inflight_count < window(s));
+	bool direct = can_write(c) && (qos == 0 ? s->queue.qos0 == 0
+	                                        : s->queue.count == 0 && !s->spill &&
+	                                                  s->inflight_count < window(s));
 	if (direct && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain))
 		return;
 	if (qos == 0 && direct) {
@@ -568,31 +871,57 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 		drop_event(s, msg, 0, "offline (mqueue_store_qos0 = false)");
 		return;
 	}
-	/* Queue it, within the limits; QoS 0 goes first when full. */
+	/* Queue it, within the limits (the part on disk counts); QoS 0 goes
+	 * first when full, then the oldest, unless the policy is to refuse. */
 	const mqbi_limits *lim = mqbi_lim(b);
-	bool full = (lim->max_mqueue_len && s->queue.count >= lim->max_mqueue_len) ||
+	bool full = (lim->max_mqueue_len && s->queue.count + s->spilled >= lim->max_mqueue_len) ||
 	            (lim->max_mqueue_bytes &&
 	             s->queue.bytes + msg->payload_len > lim->max_mqueue_bytes);
 	if (full) {
-		if (qos == 0) {
-			drop_event(s, msg, 0, "queue full");
+		if (qos == 0 || (stored && mqbi_journal_refusing_queue(b))) {
+			drop_event(s, msg, qos, "queue full");
+			d.msg = mqbi_msg_ref(msg);
+			unstore(s, &d);
+			mqbi_msg_unref(a, d.msg);
 			return;
 		}
-		uint32_t victim = 0;
-		for (uint32_t i = 0; s->queue.qos0 && i < s->queue.count; i++) {
-			if (dq_at(&s->queue, i)->qos == 0) {
-				victim = i;
-				break;
+		if (s->queue.count) {
+			uint32_t victim = 0;
+			for (uint32_t i = 0; s->queue.qos0 && i < s->queue.count; i++) {
+				if (dq_at(&s->queue, i)->qos == 0) {
+					victim = i;
+					break;
+				}
 			}
+			mqbi_delivery old;
+			dq_remove(&s->queue, victim, &old);
+			s->queue_stored -= old.stored;
+			drop(s, &old, "queue full (max_mqueue_len / max_mqueue_bytes)");
+		} else if (s->spilled && journalled(s)) {
+			/* The oldest is on disk only. */
+			mqbi_rec *r =
+			        mqbi_journal_add(s->home, MQBI_REC_DLV_DROP_OLDEST, sid_of(s));
+			if (r)
+				r->num = 1;
+			s->spilled--;
+			drop_event(s, msg, qos, "queue full (max_mqueue_len / max_mqueue_bytes)");
 		}
-		mqbi_delivery old;
-		dq_remove(&s->queue, victim, &old);
-		drop(s, &old, "queue full (max_mqueue_len / max_mqueue_bytes)");
+	}
+	/* Past the RAM window a stored queue goes on on disk only. */
+	if (stored && (s->spill || s->queue_stored >= mqbi_journal_window(b))) {
+		s->spill = true;
+		s->spilled++;
+		s->paging_dropped += s->paging;
+		mqbi_bp_update(s);
+		return;
 	}
 	if (!keep(a, &d, msg, sub_ids))
 		return;
-	if (!dq_push(a, &s->queue, &d))
+	if (!dq_push(a, &s->queue, &d)) {
 		drop(s, &d, "out of memory");
+		return;
+	}
+	s->queue_stored += d.stored;
 	mqbi_bp_update(s);
 }
 

@@ -42,7 +42,7 @@ static void send_retained(void *user, const char *topic, size_t tlen, void *valu
 		return;
 	uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
 	/* Retained messages sent for a new subscription keep RETAIN = 1 [MQTT-3.3.1-8]. */
-	mqbi_session_deliver(rc->s, m, qos, true, &rc->sub_id, rc->sub_id ? 1 : 0);
+	mqbi_session_deliver(rc->s, m, qos, true, &rc->sub_id, rc->sub_id ? 1 : 0, false);
 }
 
 void mqbi_session_send_retained(mqbi_session *s, const char *filter, size_t flen, uint8_t qos,
@@ -105,6 +105,7 @@ uint8_t mqbi_session_subscribe(mqbi_session *s, uint8_t level, mqbi_bytes text,
 		}
 		return v5 ? MQBI_RC_IMPL_SPECIFIC : 0x80;
 	}
+	mqbi_session_store_sub(s, (const char *)text.ptr, text.len, false);
 	return granted;
 }
 
@@ -203,6 +204,7 @@ bool mqbi_session_unsubscribe(mqbi_session *s, const char *text, size_t len)
 	mqbi_trie_remove(b->trie, sub->text + sub->filter_off, sub->filter_len,
 	                 sub->text + sub->group_off, sub->group_len, s);
 	mqbi_free(&b->alloc, sub);
+	mqbi_session_store_sub(s, text, len, true);
 	return true;
 }
 

@@ -76,6 +76,15 @@ static void sys_tick(mqbi_loop *l, mqbi_timer *t)
 	publish_u64(w, "metrics/publishers/held", m.publishers_held);
 	publish_u64(w, "metrics/tls/handshakes", m.tls_handshakes);
 	publish_u64(w, "metrics/tls/handshake_errors", m.tls_handshake_errors);
+	if (b->journal) {
+		publish_u64(w, "metrics/store/commits", m.store_commits);
+		publish_u64(w, "metrics/store/records", m.store_records);
+		publish_u64(w, "metrics/store/bytes", m.store_bytes);
+		publish_u64(w, "metrics/store/dropped", m.store_dropped);
+		publish_u64(w, "metrics/store/refused", m.store_refused);
+		publish_u64(w, "metrics/store/errors", m.store_errors);
+		publish_u64(w, "metrics/store/backlog", m.store_backlog);
+	}
 	publish_u64(w, "metrics/packets/received", m.packets_received);
 	publish_u64(w, "metrics/packets/sent", m.packets_sent);
 	publish_u64(w, "metrics/bytes/received", m.bytes_received);

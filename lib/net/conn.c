@@ -717,6 +717,8 @@ void mqbi_client_close(mqbi_client *c, uint8_t reason)
 	mqbi_client_forget_ticket(c);
 	if (c->held)
 		mqbi_bp_forget(c);
+	if (c->acks_waiting)
+		mqbi_journal_forget_client(c);
 	mqbi_loop_unwatch(w->loop, c->fd);
 	close(c->fd);
 	c->fd = -1;

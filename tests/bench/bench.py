@@ -75,8 +75,17 @@ class Broker:
                 f.write('allow_anonymous = true\n')
                 f.write('node.loop_threads = %d\n' % c['loop_threads'])
                 # same semantics as the mosquitto config: no inflight cap that
-                # the tool could hit, no queue limit, persistence off (not
-                # implemented), TCP_NODELAY (always on)
+                # the tool could hit, no queue limit, persistence off (unless a
+                # persistence run asks for it), TCP_NODELAY (always on)
+                persist = c.get('persist')
+                if persist:
+                    f.write('persistence.enable = true\n')
+                    f.write('persistence.path = %s\n' % os.path.join(
+                        self.workdir, 'ours-%d.db' % self.port))
+                    f.write('persistence.sync = %s\n' % persist)
+                    f.write('persistence.max_bytes = 0\n')
+                else:
+                    f.write('persistence.enable = false\n')
                 f.write('mqtt.max_inflight = 65535\n')
                 f.write('mqtt.max_mqueue_len = 0\n')
                 # flow control (which mosquitto lacks) from 10,000 queued, a tenth

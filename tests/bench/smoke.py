@@ -22,6 +22,7 @@ def start_broker():
     conf = os.path.join(d, 'b.conf')
     with open(conf, 'w') as f:
         f.write('listener.tcp.default = 127.0.0.1:0\nallow_anonymous = true\nnode.loop_threads = 1\n'
+                'persistence.enable = false\n'
                 'mqtt.max_inflight = 65535\nmqtt.max_mqueue_len = 0\nmqtt.max_awaiting_rel = 0\n'
                 'sys.interval = 0\n')
         for t in ('ssl', 'ws', 'wss'):

@@ -59,7 +59,10 @@ class Broker:
         with open(conf, "w") as f:
             for k, v in self.config.items():
                 f.write("%s = %s\n" % (k, v))
-        return [BROKER_CLI, "-c", conf, "-p", str(self.port), "--log-level", "debug"]
+        # broker-cli persists by default: each broker in its own directory,
+        # kept across stop()/start() of this Broker.
+        return [BROKER_CLI, "-c", conf, "-p", str(self.port), "--log-level", "debug",
+                "--data-dir", os.path.join(self.dir, "data")]
 
     def start(self, timeout=10.0):
         log = open(self.logpath, "ab")

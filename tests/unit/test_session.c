@@ -81,7 +81,7 @@ static mqbi_msg *make_msg(const char *topic, const char *payload, uint8_t qos, b
 static void deliver(mqbi_session *s, const char *topic, const char *payload, uint8_t qos)
 {
 	mqbi_msg *m = make_msg(topic, payload, qos, false, 0);
-	mqbi_session_deliver(s, m, qos, false, NULL, 0);
+	mqbi_session_deliver(s, m, qos, false, NULL, 0, false);
 	mqbi_msg_unref(&fx.b->alloc, m);
 }
 
@@ -268,7 +268,7 @@ START_TEST(expired_messages_are_not_delivered)
 	mqbi_session *s = mqbi_session_create(fx.w, "c1", 2);
 	s->expiry = 60;
 	mqbi_msg *m = make_msg("t", "old", 1, true, 0); /* expires at once */
-	mqbi_session_deliver(s, m, 1, false, NULL, 0);
+	mqbi_session_deliver(s, m, 1, false, NULL, 0, false);
 	mqbi_msg_unref(&fx.b->alloc, m);
 	deliver(s, "t", "fresh", 1);
 	uint64_t expired = MQBI_READ(fx.w->m.messages_expired);
