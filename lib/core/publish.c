@@ -616,7 +616,8 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 			ack_now(c, MQBI_PUBREC, p->packet_id, MQBI_RC_NOT_AUTHORIZED);
 		return;
 	}
-	if (p->qos > 0 && mqbi_journal_refusing(b)) {
+	if (p->qos > 0 && mqbi_journal_refusing(b) &&
+	    !(p->qos == 2 && mqbi_session_awaiting_rel(s, p->packet_id))) {
 		mqbi_journal_count_refused(b);
 		return refuse_publish(c, p, MQBI_RC_QUOTA_EXCEEDED,
 		                      "disk budget persistence.max_bytes reached");

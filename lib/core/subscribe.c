@@ -147,6 +147,7 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 		return mqbi_client_disconnect(c, MQBI_RC_IMPL_SPECIFIC, "out of memory");
 	}
 	size_t before = mqbi_strmap_count(&s->subs);
+	uint64_t mark = mqbi_journal_mark(&c->w->j);
 	uint32_t i = 0;
 	pos = 0;
 	while (mqbi_sublist_next(sp, true, &pos, &f, &o)) {
@@ -178,9 +179,10 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	ack.u.suback.packet_id = sp->packet_id;
 	ack.u.suback.reasons.ptr = reasons;
 	ack.u.suback.reasons.len = sp->count;
-	mqbi_client_send_packet(c, &ack);
+	mqbi_journal_send_ack(c, &ack, mark); /* once the subscriptions are durable */
 
-	/* Retained messages follow the SUBACK. */
+	/* Retained messages follow the SUBACK (or, while it waits for the disk,
+	 * may come first, which MQTT allows). */
 	i = 0;
 	pos = 0;
 	while (mqbi_sublist_next(sp, true, &pos, &f, &o)) {
@@ -217,6 +219,7 @@ void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	if (!reasons)
 		return mqbi_client_disconnect(c, MQBI_RC_IMPL_SPECIFIC, "out of memory");
 	size_t before = mqbi_strmap_count(&s->subs);
+	uint64_t mark = mqbi_journal_mark(&c->w->j);
 	uint32_t pos = 0, i = 0;
 	mqbi_bytes f;
 	while (mqbi_sublist_next(sp, false, &pos, &f, NULL)) {
@@ -233,7 +236,7 @@ void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	ack.u.suback.packet_id = sp->packet_id;
 	ack.u.suback.reasons.ptr = reasons;
 	ack.u.suback.reasons.len = sp->count;
-	mqbi_client_send_packet(c, &ack);
+	mqbi_journal_send_ack(c, &ack, mark);
 	if (reasons != small)
 		mqbi_free(&b->alloc, reasons);
 }

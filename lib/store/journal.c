@@ -56,8 +56,9 @@ struct mqbi_journal {
 	pthread_t thread;
 	bool thread_started, stopped;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	jitem *head, *tail; /* to the storage thread, in order */
+	pthread_cond_t cond; /* work for the storage thread */
+	pthread_cond_t wake; /* ends a pause between commits: stop, or a long backlog */
+	jitem *head, *tail;  /* to the storage thread, in order */
 	bool stopping;
 	_Atomic uint64_t next_sid, next_mid;
 	_Atomic uint64_t backlog; /* records handed over, not yet applied */
@@ -180,7 +181,8 @@ void mqbi_journal_flush_locked(mqbi_worker *w)
 	wj->recs = NULL;
 	wj->n = wj->cap = 0;
 	wj->last_msg = NULL;
-	atomic_fetch_add(&j->backlog, it->n);
+	if (atomic_fetch_add(&j->backlog, it->n) + it->n > BACKLOG_HIGH)
+		pthread_cond_signal(&j->wake);
 	enqueue_locked(j, it);
 }
 
@@ -255,6 +257,31 @@ void mqbi_journal_ack(mqbi_client *c, uint8_t type, uint16_t packet_id, uint8_t 
 	c->acks_waiting++;
 }
 
+void mqbi_journal_send_ack(mqbi_client *c, const mqbi_packet *p, uint64_t mark)
+{
+	mqbi_worker *w = c->w;
+	mqbi_journal *j = journal_of(w->broker);
+	bool wrote = j && w->j.appended != mark && must_wait(j);
+	if (!wrote && c->acks_waiting == 0) {
+		mqbi_client_send_packet(c, p);
+		return;
+	}
+	/* A subscription the client is told about is one a crash keeps. */
+	mqbi_waiter x = {.no = wrote ? last_no(w) : 0,
+	                 .c = c,
+	                 .packet_id = p->u.suback.packet_id,
+	                 .type = (uint8_t)p->type,
+	                 .n_reasons = p->u.suback.reasons.len};
+	x.reasons = mqbi_malloc(&w->broker->alloc, x.n_reasons ? x.n_reasons : 1);
+	if (!x.reasons || c->acks_waiting == UINT16_MAX || !waiter_push(w, &x)) {
+		mqbi_free(&w->broker->alloc, x.reasons);
+		mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+		return;
+	}
+	memcpy(x.reasons, p->u.suback.reasons.ptr, x.n_reasons);
+	c->acks_waiting++;
+}
+
 bool mqbi_journal_hold(mqbi_session *s, mqbi_delivery *d, uint8_t type)
 {
 	mqbi_worker *w = s->home;
@@ -284,9 +311,19 @@ void mqbi_journal_forget_client(mqbi_client *c)
 /* Sends what a durable chunk released. */
 static void release_waiter(mqbi_worker *w, mqbi_waiter *x)
 {
-	if (x->c) {
+	if (x->c && x->reasons) {
+		x->c->acks_waiting--;
+		mqbi_packet p = {.type = x->type};
+		p.u.suback.packet_id = x->packet_id;
+		p.u.suback.reasons.ptr = x->reasons;
+		p.u.suback.reasons.len = x->n_reasons;
+		mqbi_client_send_packet(x->c, &p);
+	} else if (x->c) {
 		x->c->acks_waiting--;
 		send_ack_now(x->c, x->type, x->packet_id, x->reason);
+	}
+	if (x->reasons || x->c) {
+		mqbi_free(&w->broker->alloc, x->reasons);
 		return;
 	}
 	mqbi_session *s = x->s;
@@ -316,6 +353,7 @@ static void release_waiters(mqbi_worker *w, bool all)
 				copy.c->acks_waiting--;
 			if (copy.s)
 				mqbi_session_unref(copy.s);
+			mqbi_free(&w->broker->alloc, copy.reasons);
 			continue;
 		}
 		release_waiter(w, &copy);
@@ -555,7 +593,7 @@ static void sleep_ms(mqbi_journal *j, uint64_t ms)
 	}
 	pthread_mutex_lock(&j->lock);
 	if (!j->stopping)
-		pthread_cond_timedwait(&j->cond, &j->lock, &ts);
+		pthread_cond_timedwait(&j->wake, &j->lock, &ts);
 	pthread_mutex_unlock(&j->lock);
 }
 
@@ -614,13 +652,15 @@ static void commit_group(mqbi_journal *j)
 	}
 	if (failing)
 		mqbi_log(j->b, MQB_LOG_NOTICE, "store", NULL, "writing to the store again");
-	atomic_fetch_add_explicit(&j->commits, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&j->records, n, memory_order_relaxed);
 	for (uint32_t i = 0; i < n; i++)
 		mqbi_rec_release(alloc_of(j), &j->grp[i]);
 	atomic_fetch_sub(&j->backlog, j->grp_n);
 	j->grp_n = 0;
-	update_stats(j);
+	if (n) {
+		atomic_fetch_add_explicit(&j->commits, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&j->records, n, memory_order_relaxed);
+		update_stats(j);
+	}
 	/* Tell the workers how far they are durable. */
 	mqb_broker *b = j->b;
 	for (unsigned i = 0; i < b->nworkers; i++) {
@@ -780,6 +820,7 @@ static mqb_err load_sub(void *user, uint64_t sid, const char *text, size_t len, 
 	                  .retain_as_published = (options & MQBI_SUBOPT_RAP) != 0,
 	                  .retain_handling = MQBI_SUBOPT_RH(options)};
 	bool is_new, shared;
+	size_t before = mqbi_strmap_count(&s->subs);
 	uint8_t rc = mqbi_session_subscribe(s, MQBI_V5,
 	                                    (mqbi_bytes){(const uint8_t *)text, (uint32_t)len}, &o,
 	                                    sub_id, &is_new, &shared);
@@ -789,6 +830,7 @@ static mqb_err load_sub(void *user, uint64_t sid, const char *text, size_t len, 
 		         text, s->client_id, rc);
 	else
 		lc->subs++;
+	mqbi_session_sync_multi(s, before); /* overlapping ones merge, as before */
 	return MQB_OK;
 }
 
@@ -864,6 +906,7 @@ mqb_err mqbi_journal_start(mqb_broker *b)
 	j->grp_no = mqbi_calloc(&b->alloc, sizeof(uint64_t) * b->nworkers);
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->cond, NULL);
+	pthread_cond_init(&j->wake, NULL);
 	b->journal = j;
 	if (!j->grp_no) {
 		mqbi_journal_free(b);
@@ -944,6 +987,7 @@ void mqbi_journal_stop(mqb_broker *b)
 		mqbi_journal_flush_locked(&b->workers[i]);
 	j->stopping = true;
 	pthread_cond_broadcast(&j->cond);
+	pthread_cond_broadcast(&j->wake);
 	pthread_mutex_unlock(&j->lock);
 	if (j->thread_started) {
 		pthread_join(j->thread, NULL);
@@ -978,6 +1022,7 @@ void mqbi_journal_free(mqb_broker *b)
 	mqbi_free(&b->alloc, j->grp_no);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->cond);
+	pthread_cond_destroy(&j->wake);
 	mqbi_free(&b->alloc, j);
 	b->journal = NULL;
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "net/loop.h"
+#include "proto/codec.h"
 #include "store/store.h"
 
 struct mqbi_worker;
@@ -32,8 +33,11 @@ typedef struct mqbi_waiter {
 	uint64_t no;
 	struct mqbi_client *c;  /* an acknowledgement to c (NULL once c is gone) */
 	struct mqbi_session *s; /* or a held delivery of s (a reference) */
+	uint8_t *reasons;       /* SUBACK / UNSUBACK: their reason codes (owned) */
+	uint32_t n_reasons;
 	uint16_t packet_id;
-	uint8_t type; /* packet type: PUBACK/PUBREC/PUBCOMP to c; PUBLISH/PUBREL of s */
+	uint8_t type; /* packet type: PUBACK/PUBREC/PUBCOMP/SUBACK/UNSUBACK to c; PUBLISH/PUBREL of
+	                 s */
 	uint8_t reason;
 } mqbi_waiter;
 
@@ -89,6 +93,8 @@ static inline uint64_t mqbi_journal_mark(const struct mqbi_wjournal *j)
  * the storage thread is behind); in order with c's earlier ones. */
 void mqbi_journal_ack(struct mqbi_client *c, uint8_t type, uint16_t packet_id, uint8_t reason,
                       uint64_t mark);
+/* The same for a SUBACK or UNSUBACK (p's reason codes are copied). */
+void mqbi_journal_send_ack(struct mqbi_client *c, const mqbi_packet *p, uint64_t mark);
 /* Whether a QoS 2 PUBLISH or PUBREL of a stored delivery must wait for its
  * state to be durable; if so, registers it and it is sent then. */
 bool mqbi_journal_hold(struct mqbi_session *s, struct mqbi_delivery *d, uint8_t type);

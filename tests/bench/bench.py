@@ -103,7 +103,13 @@ class Broker:
             with open(conf, 'w') as f:
                 f.write('listener %d 127.0.0.1\n' % self.port)
                 f.write('allow_anonymous true\n')
-                f.write('persistence false\n')
+                if c.get('persist'):  # persistence.py: its on-disk database
+                    d = os.path.join(self.workdir, 'mosq-%d' % self.port)
+                    os.makedirs(d, exist_ok=True)
+                    os.chmod(d, 0o777)
+                    f.write('persistence true\npersistence_location %s/\n' % d)
+                else:
+                    f.write('persistence false\n')
                 f.write('set_tcp_nodelay true\n')
                 f.write('max_inflight_messages 0\n')
                 f.write('max_queued_messages 100000\n')

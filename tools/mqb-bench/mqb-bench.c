@@ -185,6 +185,7 @@ static struct opts {
 	int extra_subs; /* per subscriber, filters that are never published to */
 	int transport;  /* XP_* */
 	const char *ws_path;
+	long sub_session; /* subscribers' session expiry (s); -1 = clean sessions */
 } O = {
         .host = "127.0.0.1",
         .port = 1883,
@@ -205,6 +206,7 @@ static struct opts {
         .tick_us = -1,
         .transport = XP_TCP,
         .ws_path = "/mqtt",
+        .sub_session = -1,
 };
 
 /* --------------------------------------------------------------- conns */
@@ -351,17 +353,27 @@ static void send_connect(worker *w, conn *c)
 	                   : c->role == R_SUB ? 's'
 	                                      : 'c',
 	                   c->idx);
-	uint32_t rl = 10 + 2 + idl + (O.ver == 5 ? 1 : 0);
+	/* Persistent subscriber sessions (--sub-session): a fresh one each run
+	 * (the ids are new), kept by the broker while the run lasts. */
+	bool keep = c->role == R_SUB && O.sub_session >= 0;
+	uint32_t props = keep && O.ver == 5 ? 5 : 0;
+	uint32_t rl = 10 + 2 + idl + (O.ver == 5 ? 1 + props : 0);
 	out_reserve(c, rl + 5);
 	uint8_t *p = c->out + c->out_len;
 	*p++ = 0x10;
 	p = putvar(p, rl);
 	p = putstr(p, "MQTT", 4);
 	*p++ = (uint8_t)O.ver;
-	*p++ = 0x02; /* clean session */
+	*p++ = keep ? 0x00 : 0x02; /* clean session */
 	p = put16(p, (uint16_t)O.keepalive);
-	if (O.ver == 5)
-		*p++ = 0;
+	if (O.ver == 5) {
+		*p++ = (uint8_t)props;
+		if (props) {
+			*p++ = 0x11; /* Session Expiry Interval */
+			p = put16(p, (uint16_t)((uint32_t)O.sub_session >> 16));
+			p = put16(p, (uint16_t)O.sub_session);
+		}
+	}
 	p = putstr(p, id, (uint16_t)idl);
 	c->out_len = (uint32_t)(p - c->out);
 	mark_dirty(w, c);
@@ -1078,6 +1090,8 @@ static void usage(void)
 	       "      --tick US          open-loop pacing granularity; default exact up to 50k "
 	       "msg/s\n"
 	       "                         per thread, else 2000 us\n"
+	       "      --sub-session S    subscribers keep their sessions: clean session 0 (3.1.1)\n"
+	       "                         or Session Expiry Interval S (5); persistence runs\n"
 	       "      --extra-subs K     scale runs: every subscriber also subscribes K filters\n"
 	       "                         that nothing is published to (ballast/<sub>/<k>)\n"
 	       "      --transport T      tcp, tls, ws or wss (tcp); TLS does not verify the\n"
@@ -1219,22 +1233,39 @@ static int jitter_probe(void)
 
 int main(int argc, char **argv)
 {
-	static struct option lo[] = {{"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},
-	                             {"version", 1, 0, 'V'},     {"qos", 1, 0, 'q'},
-	                             {"size", 1, 0, 's'},        {"count", 1, 0, 'c'},
-	                             {"subs", 1, 0, 'n'},        {"rate", 1, 0, 'r'},
-	                             {"total-rate", 1, 0, 1001}, {"conn-rate", 1, 0, 'R'},
-	                             {"topic", 1, 0, 't'},       {"filter", 1, 0, 'T'},
-	                             {"group", 1, 0, 1002},      {"duration", 1, 0, 'd'},
-	                             {"warmup", 1, 0, 1003},     {"drain", 1, 0, 1004},
-	                             {"inflight", 1, 0, 1005},   {"threads", 1, 0, 1006},
-	                             {"cpu", 1, 0, 1007},        {"json", 0, 0, 1008},
-	                             {"quiet", 0, 0, 1009},      {"keepalive", 1, 0, 'k'},
-	                             {"ready-file", 1, 0, 1010}, {"scenario", 1, 0, 1011},
-	                             {"id-prefix", 1, 0, 1012},  {"setup-timeout", 1, 0, 1013},
-	                             {"help", 0, 0, 'h'},        {"tick", 1, 0, 1014},
-	                             {"extra-subs", 1, 0, 1015}, {"transport", 1, 0, 1016},
-	                             {"ws-path", 1, 0, 1017},    {0, 0, 0, 0}};
+	static struct option lo[] = {{"host", 1, 0, 'H'},
+	                             {"port", 1, 0, 'p'},
+	                             {"version", 1, 0, 'V'},
+	                             {"qos", 1, 0, 'q'},
+	                             {"size", 1, 0, 's'},
+	                             {"count", 1, 0, 'c'},
+	                             {"subs", 1, 0, 'n'},
+	                             {"rate", 1, 0, 'r'},
+	                             {"total-rate", 1, 0, 1001},
+	                             {"conn-rate", 1, 0, 'R'},
+	                             {"topic", 1, 0, 't'},
+	                             {"filter", 1, 0, 'T'},
+	                             {"group", 1, 0, 1002},
+	                             {"duration", 1, 0, 'd'},
+	                             {"warmup", 1, 0, 1003},
+	                             {"drain", 1, 0, 1004},
+	                             {"inflight", 1, 0, 1005},
+	                             {"threads", 1, 0, 1006},
+	                             {"cpu", 1, 0, 1007},
+	                             {"json", 0, 0, 1008},
+	                             {"quiet", 0, 0, 1009},
+	                             {"keepalive", 1, 0, 'k'},
+	                             {"ready-file", 1, 0, 1010},
+	                             {"scenario", 1, 0, 1011},
+	                             {"id-prefix", 1, 0, 1012},
+	                             {"setup-timeout", 1, 0, 1013},
+	                             {"help", 0, 0, 'h'},
+	                             {"tick", 1, 0, 1014},
+	                             {"extra-subs", 1, 0, 1015},
+	                             {"transport", 1, 0, 1016},
+	                             {"ws-path", 1, 0, 1017},
+	                             {"sub-session", 1, 0, 1018},
+	                             {0, 0, 0, 0}};
 	O.mode = -1;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "H:p:V:q:s:c:n:r:R:t:T:d:k:h", lo, NULL)) != -1) {
@@ -1343,6 +1374,11 @@ int main(int argc, char **argv)
 		}
 		case 1017:
 			O.ws_path = optarg;
+			break;
+		case 1018:
+			O.sub_session = atol(optarg);
+			if (O.sub_session < 0 || O.sub_session > 4294967295L)
+				die("--sub-session: 0..4294967295 seconds");
 			break;
 		case 'h':
 			usage();
