@@ -603,11 +603,12 @@ static bool start_flight(mqbi_session *s, mqbi_delivery *d)
 	mqbi_delivery *slot = inflight_push(s, d);
 	if (!slot)
 		return false;
-	if (slot->qos == 2 && slot->stored) {
-		/* Exactly once across a crash: the client may keep this packet id
-		 * only once we will remember having sent it. */
+	if (slot->stored) {
+		/* After a crash it is resent with this packet id [MQTT-4.4.0-1].
+		 * QoS 2, exactly once: the client may keep this packet id only once
+		 * we will remember having sent it. */
 		store_state(s, slot);
-		if (mqbi_journal_hold(s, slot, MQBI_PUBLISH))
+		if (slot->qos == 2 && mqbi_journal_hold(s, slot, MQBI_PUBLISH))
 			return true;
 	}
 	if (!mqbi_send_publish(s->client, slot)) {
@@ -666,8 +667,8 @@ mqb_err mqbi_session_restore_inflight(mqbi_session *s, const mqbi_stored_deliver
 	}
 	/* Stored deliveries refer to their rows by the message's store id. */
 	atomic_store_explicit(&sd->msg->store_id, sd->mid, memory_order_relaxed);
-	if (d.state != MQBI_DS_WAIT_PUBREC && d.state != MQBI_DS_WAIT_PUBCOMP)
-		d.state = MQBI_DS_WAIT_PUBREC; /* only QoS 2 state is stored */
+	if (d.state < MQBI_DS_WAIT_PUBACK || d.state > MQBI_DS_WAIT_PUBCOMP)
+		d.state = d.qos == 1 ? MQBI_DS_WAIT_PUBACK : MQBI_DS_WAIT_PUBREC;
 	if (!inflight_push(s, &d)) {
 		mqbi_delivery_release(alloc_of(s), &d);
 		return MQB_ERR_NOMEM;

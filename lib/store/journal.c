@@ -69,7 +69,9 @@ struct mqbi_journal {
 	 * survive, and the per-worker highest chunk in the group. */
 	mqbi_rec *grp;
 	uint32_t grp_n, grp_cap;
+	uint32_t grp_taken; /* records taken from the workers for it (the backlog) */
 	uint64_t *grp_no;
+	jitem *pend_head, *pend_tail; /* taken from the queue, not yet processed */
 };
 
 static const mqb_allocator *alloc_of(const mqbi_journal *j)
@@ -621,6 +623,96 @@ static void update_stats(mqbi_journal *j)
 	atomic_store(&j->over_budget, s.bytes >= j->max_bytes);
 }
 
+static bool group_add(mqbi_journal *j, jitem *it)
+{
+	if (j->grp_n + it->n > j->grp_cap) {
+		uint32_t cap = j->grp_cap ? j->grp_cap : 1024;
+		while (cap < j->grp_n + it->n)
+			cap *= 2;
+		mqbi_rec *g = mqbi_realloc(alloc_of(j), j->grp, sizeof(*g) * cap);
+		if (!g)
+			return false;
+		j->grp = g;
+		j->grp_cap = cap;
+	}
+	memcpy(j->grp + j->grp_n, it->recs, sizeof(mqbi_rec) * it->n);
+	j->grp_n += it->n;
+	j->grp_taken += it->n;
+	if (it->no > j->grp_no[it->worker])
+		j->grp_no[it->worker] = it->no;
+	return true;
+}
+
+/* Moves what the workers handed over since to the end of the thread's own
+ * list (the storage thread only). */
+static void take_queue(mqbi_journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	if (j->head) {
+		if (j->pend_tail)
+			j->pend_tail->next = j->head;
+		else
+			j->pend_head = j->head;
+		j->pend_tail = j->tail;
+		j->head = j->tail = NULL;
+	}
+	pthread_mutex_unlock(&j->lock);
+}
+
+static jitem *pending_pop(mqbi_journal *j)
+{
+	jitem *it = j->pend_head;
+	if (it && !(j->pend_head = it->next))
+		j->pend_tail = NULL;
+	return it;
+}
+
+static void chunk_free(mqbi_journal *j, jitem *it, bool records_too)
+{
+	if (records_too)
+		for (uint32_t i = 0; i < it->n; i++)
+			mqbi_rec_release(alloc_of(j), &it->recs[i]);
+	mqbi_free(alloc_of(j), it->recs);
+	mqbi_free(alloc_of(j), it);
+}
+
+/* While the disk is full: the chunks that came since join the group, so
+ * acknowledgements that arrived meanwhile cancel out what they can, and the
+ * deliveries they end are deleted first, in a transaction of their own
+ * (after cancel_out no record of the group puts their keys again, so they
+ * commute with it), to make room for the rest. Returns the group's size. */
+static uint32_t make_room(mqbi_journal *j, uint32_t n)
+{
+	take_queue(j);
+	j->grp_n = n;
+	while (j->pend_head && j->pend_head->kind == ITEM_CHUNK) {
+		if (!group_add(j, j->pend_head))
+			break;
+		chunk_free(j, pending_pop(j), false);
+	}
+	n = cancel_out(j, j->grp, j->grp_n);
+	mqbi_rec *dels = mqbi_malloc(alloc_of(j), sizeof(*dels) * (n ? n : 1));
+	if (!dels)
+		return n;
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (j->grp[i].op == MQBI_REC_DLV_DEL)
+			dels[k++] = j->grp[i];
+	if (k && k < n && j->st->ops->apply(j->st, dels, k) == MQB_OK) {
+		uint32_t kept = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			if (j->grp[i].op == MQBI_REC_DLV_DEL)
+				mqbi_rec_release(alloc_of(j), &j->grp[i]);
+			else
+				j->grp[kept++] = j->grp[i];
+		}
+		atomic_fetch_add_explicit(&j->records, k, memory_order_relaxed);
+		n = kept;
+	}
+	mqbi_free(alloc_of(j), dels);
+	return n;
+}
+
 /* Applies the group, retrying while the disk is full (acknowledgements that
  * wait for it keep waiting; nothing is dropped). */
 static void commit_group(mqbi_journal *j)
@@ -649,13 +741,15 @@ static void commit_group(mqbi_journal *j)
 			break;
 		}
 		sleep_ms(j, RETRY_MS);
+		if (err == MQB_ERR_RANGE)
+			n = make_room(j, n);
 	}
 	if (failing)
 		mqbi_log(j->b, MQB_LOG_NOTICE, "store", NULL, "writing to the store again");
 	for (uint32_t i = 0; i < n; i++)
 		mqbi_rec_release(alloc_of(j), &j->grp[i]);
-	atomic_fetch_sub(&j->backlog, j->grp_n);
-	j->grp_n = 0;
+	atomic_fetch_sub(&j->backlog, j->grp_taken);
+	j->grp_n = j->grp_taken = 0;
 	if (n) {
 		atomic_fetch_add_explicit(&j->commits, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&j->records, n, memory_order_relaxed);
@@ -674,57 +768,39 @@ static void commit_group(mqbi_journal *j)
 	}
 }
 
-static bool group_add(mqbi_journal *j, jitem *it)
-{
-	if (j->grp_n + it->n > j->grp_cap) {
-		uint32_t cap = j->grp_cap ? j->grp_cap : 1024;
-		while (cap < j->grp_n + it->n)
-			cap *= 2;
-		mqbi_rec *g = mqbi_realloc(alloc_of(j), j->grp, sizeof(*g) * cap);
-		if (!g)
-			return false;
-		j->grp = g;
-		j->grp_cap = cap;
-	}
-	memcpy(j->grp + j->grp_n, it->recs, sizeof(mqbi_rec) * it->n);
-	j->grp_n += it->n;
-	if (it->no > j->grp_no[it->worker])
-		j->grp_no[it->worker] = it->no;
-	return true;
-}
-
 static void *storage_main(void *arg)
 {
 	mqbi_journal *j = arg;
-	const mqb_allocator *a = alloc_of(j);
 	for (;;) {
 		pthread_mutex_lock(&j->lock);
 		while (!j->head && !j->stopping)
 			pthread_cond_wait(&j->cond, &j->lock);
-		jitem *list = j->head;
 		bool stopping = j->stopping;
-		j->head = j->tail = NULL;
 		pthread_mutex_unlock(&j->lock);
-		if (!list && stopping)
+		take_queue(j);
+		if (!j->pend_head && stopping)
 			break;
-		while (list) {
-			jitem *it = list;
-			list = it->next;
+		jitem *it;
+		while ((it = pending_pop(j))) {
 			if (it->kind == ITEM_READ) {
 				/* The read sees exactly what came before it. */
 				commit_group(j);
 				run_read(j, it);
-				mqbi_free(a, it);
+				mqbi_free(alloc_of(j), it);
 				continue;
 			}
 			if (!group_add(j, it)) {
 				commit_group(j); /* no room to gather: write what we have */
-				if (!group_add(j, it))
+				if (!group_add(j, it)) {
+					atomic_fetch_add_explicit(&j->errors, 1,
+					                          memory_order_relaxed);
 					mqbi_log(j->b, MQB_LOG_ERROR, "store", NULL,
 					         "out of memory: %u changes not written", it->n);
+					chunk_free(j, it, true);
+					continue;
+				}
 			}
-			mqbi_free(a, it->recs);
-			mqbi_free(a, it);
+			chunk_free(j, it, false);
 		}
 		commit_group(j);
 		if (j->sync != MQBI_SYNC_ALWAYS && !stopping &&
@@ -995,7 +1071,7 @@ void mqbi_journal_stop(mqb_broker *b)
 	}
 	/* No more records from here on: ending sessions at destroy keeps them. */
 	j->stopped = true;
-	if (j->st->ops->checkpoint(j->st) != MQB_OK)
+	if (j->st && j->st->ops->checkpoint(j->st) != MQB_OK)
 		mqbi_log(b, MQB_LOG_WARNING, "store", NULL, "checkpoint at stop failed: %s",
 		         j->st->ops->errmsg(j->st));
 }
@@ -1009,7 +1085,8 @@ void mqbi_journal_free(mqb_broker *b)
 	j->stopped = true;
 	if (j->st)
 		j->st->ops->close(j->st);
-	for (jitem *it = j->head, *next; it; it = next) {
+	take_queue(j);
+	for (jitem *it = j->pend_head, *next; it; it = next) {
 		next = it->next;
 		for (uint32_t i = 0; i < it->n; i++)
 			mqbi_rec_release(&b->alloc, &it->recs[i]);

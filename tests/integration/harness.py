@@ -60,7 +60,7 @@ class Broker:
             for k, v in self.config.items():
                 f.write("%s = %s\n" % (k, v))
         # broker-cli persists by default: each broker in its own directory,
-        # kept across stop()/start() of this Broker.
+        # kept when it is killed and started again (stop() removes it).
         return [BROKER_CLI, "-c", conf, "-p", str(self.port), "--log-level", "debug",
                 "--data-dir", os.path.join(self.dir, "data")]
 
