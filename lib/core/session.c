@@ -851,8 +851,10 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	bool direct = can_write(c) && (qos == 0 ? s->queue.qos0 == 0
 	                                        : s->queue.count == 0 && !s->spill &&
 	                                                  s->inflight_count < window(s));
-	if (direct && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain))
+	if (direct && b->hooks.on_deliver && !mqbi_hook_on_deliver(c, msg, qos, retain)) {
+		unstore(s, &d); /* d refers to msg without a reference: fine here */
 		return;
+	}
 	if (qos == 0 && direct) {
 		if (n_sub_ids > 1)
 			d.sub_ids = (uint32_t *)sub_ids; /* borrowed for the write only */
@@ -860,8 +862,10 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 		return;
 	}
 	if (qos > 0 && direct) {
-		if (!keep(a, &d, msg, sub_ids))
+		if (!keep(a, &d, msg, sub_ids)) {
+			unstore(s, &d);
 			return;
+		}
 		if (!start_flight(s, &d))
 			drop(s, &d, "out of memory");
 		return;
@@ -881,9 +885,7 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	if (full) {
 		if (qos == 0 || (stored && mqbi_journal_refusing_queue(b))) {
 			drop_event(s, msg, qos, "queue full");
-			d.msg = mqbi_msg_ref(msg);
-			unstore(s, &d);
-			mqbi_msg_unref(a, d.msg);
+			unstore(s, &d); /* d refers to msg without a reference: fine here */
 			return;
 		}
 		if (s->queue.count) {
@@ -916,8 +918,10 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 		mqbi_bp_update(s);
 		return;
 	}
-	if (!keep(a, &d, msg, sub_ids))
+	if (!keep(a, &d, msg, sub_ids)) {
+		unstore(s, &d);
 		return;
+	}
 	if (!dq_push(a, &s->queue, &d)) {
 		drop(s, &d, "out of memory");
 		return;

@@ -816,6 +816,59 @@ class PersistenceTest(BrokerTest):
         s.ack_publish(m)
         self.assertEqual(seq(m), i)
 
+    # disk budget (persistence.max_bytes) -------------------------------------------------
+    def test_disk_budget_refuse(self):
+        """overflow = refuse: once the stored bytes reach persistence.max_bytes,
+        QoS 1 publishes are refused with 0x97 (MQTT 5) and nothing stored is
+        lost; once the queue drains, publishes are accepted again."""
+        b = self.new_broker({"persistence.max_bytes": "200KB", "persistence.overflow": "refuse",
+                             "mqtt.max_mqueue_len": "0"})
+        t = "pbudget/" + uid()
+        cid = self.offline_session(t, qos=1)
+        r = self.raw()
+        payload = b"z" * 8192
+        refused = None
+        for i in range(1, 80):
+            r.publish(t, b"b:%d:" % i + payload, qos=1, pid=i, complete=False)
+            ack = r.read_until(PUBACK, timeout=SHORT)
+            self.assertEqual(ack.pid, i)
+            if ack.rc == 0x97:
+                refused = i
+                break
+            self.assertEqual(ack.rc, 0, "PUBACK reason 0x%02x" % ack.rc)
+        self.assertIsNotNone(refused, "80 messages of 8 KB within a budget of 200 KB")
+        self.assertGreater(refused, 10)
+        s = self.sess(cid)
+        got = [seq(m) for m in self.recv(s, refused - 1)]
+        self.assertEqual(got, list(range(1, refused)), "an accepted message was lost")
+        time.sleep(0.3)  # the deletions are committed: the budget has room again
+        r.publish(t, b"b:999:", qos=1, pid=999, complete=False)
+        self.assertEqual(r.read_until(PUBACK, timeout=SHORT).rc, 0)
+        self.assertIn(b"b:999:", [m.payload for m in self.recv(s, 1)])
+
+    def test_disk_budget_drop_oldest(self):
+        """overflow = drop_oldest: past persistence.max_bytes the oldest queued
+        messages are dropped (and logged); every publish is accepted and the
+        newest messages arrive."""
+        b = self.new_broker({"persistence.max_bytes": "200KB", "mqtt.max_mqueue_len": "0",
+                             "persistence.queue_window": "16"})
+        t = "pdrop/" + uid()
+        cid = self.offline_session(t, qos=1)
+        r = self.raw()
+        payload = b"z" * 8192
+        n = 60
+        for i in range(1, n + 1):
+            r.publish(t, b"d:%d:" % i + payload, qos=1, pid=i, complete=False)
+            self.assertEqual(r.read_until(PUBACK, timeout=SHORT).rc, 0)
+        self.assertIn("disk budget persistence.max_bytes reached: dropped the", b.run_log())
+        self.restart(b)  # what is left is what the store kept
+        s = self.sess(cid)
+        got = self.collect(s, [n], timeout=SHORT)
+        self.assertIn(n, got, "the newest message did not arrive")
+        self.assertLess(len(got), n, "nothing was dropped")
+        self.assertEqual(got, sorted(got), "out of order")
+        self.assertNotIn(1, got, "the oldest message was kept")
+
     # 9. persistence off ----------------------------------------------------------------
     def test_persistence_disabled(self):
         b = self.new_broker({"persistence.enable": "false"})
