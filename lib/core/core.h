@@ -181,22 +181,22 @@ struct mqbi_session {
 	/* Persistence: the store id (0 = not stored; read by routing workers),
 	 * and the queue beyond the RAM window that lives on disk only. */
 	_Atomic uint64_t sid;
-	uint32_t spilled;        /* queued deliveries on disk only */
-	uint32_t queue_stored;   /* queued deliveries in RAM that are also stored */
-	uint32_t paging_dropped; /* deliveries that arrived while a page was read */
+	uint32_t spilled;      /* queued deliveries on disk only */
+	uint32_t queue_stored; /* queued deliveries in RAM that are also stored */
 	_Atomic uint32_t refs;
 	uint32_t expiry; /* seconds; UINT32_MAX = never */
 	uint16_t id_len;
 	uint16_t next_packet_id;
 	uint8_t level; /* protocol level of the last connection */
 	_Atomic bool online;
-	_Atomic uint8_t flow; /* MQBI_FLOW_* (backpressure.c), read by every worker */
-	bool ended : 1;       /* removed from the table and the trie; only refs keep it */
-	bool listed : 1;      /* in the worker's session table (false for host sessions) */
-	bool host : 1;        /* an in-process subscriber: see mqbi_session_host() */
-	bool spill : 1;       /* new stored deliveries stay on disk (queue past its window) */
-	bool paging : 1;      /* a page of the queue is being read from disk */
-	bool any_order : 1;   /* in flight restored from disk: not in packet id order */
+	_Atomic uint8_t flow;   /* MQBI_FLOW_* (backpressure.c), read by every worker */
+	bool ended : 1;         /* removed from the table and the trie; only refs keep it */
+	bool listed : 1;        /* in the worker's session table (false for host sessions) */
+	bool host : 1;          /* an in-process subscriber: see mqbi_session_host() */
+	bool spill : 1;         /* new stored deliveries stay on disk (queue past its window) */
+	bool paging : 1;        /* a page of the queue is being read from disk */
+	bool paging_missed : 1; /* deliveries arrived (to disk only) while it was read */
+	bool any_order : 1;     /* in flight restored from disk: not in packet id order */
 	char client_id[];
 };
 
@@ -352,15 +352,15 @@ struct mqbi_client {
 	uint8_t state;
 	uint8_t level;
 	uint8_t disconnect_reason; /* why we closed, for logs and $SYS */
-	uint16_t acks_waiting;     /* acknowledgements waiting for durability (journal.h) */
 	bool dirty : 1;
 	bool close_after_flush : 1; /* shutdown: close once the output is written */
 	bool local_loopback : 1;    /* arrived through a loopback interface */
 	bool assigned_id : 1;
 	bool request_problem_info : 1;
-	bool id_borrowed : 1; /* client_id points to the session's copy */
-	bool held : 1;        /* not read: flow control (backpressure.c) */
-	char peer[];          /* "ip:port"; at most MQBI_PEER_MAX bytes */
+	bool id_borrowed : 1;  /* client_id points to the session's copy */
+	bool held : 1;         /* not read: flow control (backpressure.c) */
+	uint16_t acks_waiting; /* acknowledgements waiting for durability (journal.h) */
+	char peer[];           /* "ip:port"; at most MQBI_PEER_MAX bytes */
 };
 
 /* ---- Workers ---------------------------------------------------------- */

@@ -732,7 +732,7 @@ void mqbi_session_pump(mqbi_session *s)
 	/* The RAM part of a spilled queue is used up: read the next page. */
 	if (s->spill && !s->paging && s->queue_stored == 0 && can_write(c)) {
 		s->paging = true;
-		s->paging_dropped = 0;
+		s->paging_missed = false;
 		mqbi_journal_read_queue(s,
 		                        mqbi_journal_window(s->home->broker) + s->inflight_count);
 	}
@@ -776,7 +776,7 @@ void mqbi_session_page_in(mqbi_session *s, mqbi_stored_delivery *sd, uint32_t n,
 			s->spilled--;
 	}
 	/* The disk part is read to its end, and nothing arrived meanwhile. */
-	if (end && s->paging_dropped == 0) {
+	if (end && !s->paging_missed) {
 		s->spill = false;
 		s->spilled = 0;
 	}
@@ -914,7 +914,7 @@ void mqbi_session_deliver(mqbi_session *s, mqbi_msg *msg, uint8_t qos, bool reta
 	if (stored && (s->spill || s->queue_stored >= mqbi_journal_window(b))) {
 		s->spill = true;
 		s->spilled++;
-		s->paging_dropped += s->paging;
+		s->paging_missed |= s->paging;
 		mqbi_bp_update(s);
 		return;
 	}
