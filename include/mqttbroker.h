@@ -443,8 +443,8 @@ typedef struct mqb_client_status {
 	uint32_t session_expiry; /* seconds; 0xFFFFFFFF = never */
 	size_t subscriptions;
 	size_t inflight;
-	size_t queued;
-	uint64_t queued_bytes;
+	size_t queued;         /* waiting messages, those kept on disk included (persistence) */
+	uint64_t queued_bytes; /* payload bytes of the waiting messages held in RAM */
 } mqb_client_status;
 typedef void (*mqb_client_status_fn)(void *user, const mqb_client_status *st);
 

@@ -17,8 +17,8 @@ static void fill_status(const mqbi_session *s, mqb_client_status *st)
 	st->session_expiry = s->expiry;
 	st->subscriptions = mqbi_strmap_count(&s->subs);
 	st->inflight = s->inflight_count;
-	st->queued = s->queue.count;
-	st->queued_bytes = s->queue.bytes;
+	st->queued = s->queue.count + s->spilled; /* the part on disk too */
+	st->queued_bytes = s->queue.bytes;        /* in RAM: the disk part is not counted */
 	if (c) {
 		st->username = c->username;
 		st->peer = c->peer;
