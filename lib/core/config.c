@@ -216,6 +216,13 @@ static const cfg_def registry[] = {
                                        "start, or rename it aside (*.corrupt-<time>) and start "
                                        "empty.",
                                        false},
+        [MQBI_K_PERSIST_CHECK_ON_START] = {"persistence.check_on_start", CFG_BOOL, "true", 0, 1,
+                                           NULL,
+                                           "Check the whole database file for damage at start "
+                                           "(about 2 ms per MB). false starts a large store "
+                                           "faster; damage is then found when the damaged part "
+                                           "is read or written, and logged as a store error.",
+                                           false},
 };
 _Static_assert(sizeof registry / sizeof registry[0] == MQBI_K__COUNT,
                "every mqbi_cfg_key needs a registry row");

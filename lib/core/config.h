@@ -65,7 +65,8 @@ typedef enum mqbi_cfg_key {
 	MQBI_K_PERSIST_MAX_FILE_SIZE, /* persistence.max_file_size     size    0 = no limit */
 	MQBI_K_PERSIST_QUEUE_WINDOW,  /* persistence.queue_window      int     1000 */
 	MQBI_K_PERSIST_CHECKPOINT_PAGES, /* persistence.checkpoint_pages  int     1000 */
-	MQBI_K_PERSIST_ON_CORRUPT, /* persistence.on_corrupt        enum    refuse|move_aside */
+	MQBI_K_PERSIST_ON_CORRUPT,     /* persistence.on_corrupt        enum    refuse|move_aside */
+	MQBI_K_PERSIST_CHECK_ON_START, /* persistence.check_on_start bool true */
 	MQBI_K__COUNT
 } mqbi_cfg_key;
 

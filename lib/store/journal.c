@@ -994,6 +994,7 @@ mqb_err mqbi_journal_start(mqb_broker *b)
 	        .on_corrupt = (mqbi_corrupt_mode)mqbi_cfg_int(cfg, MQBI_K_PERSIST_ON_CORRUPT),
 	        .checkpoint_pages = (uint32_t)mqbi_cfg_int(cfg, MQBI_K_PERSIST_CHECKPOINT_PAGES),
 	        .max_file_bytes = (uint64_t)mqbi_cfg_int(cfg, MQBI_K_PERSIST_MAX_FILE_SIZE),
+	        .skip_check = !mqbi_cfg_int(cfg, MQBI_K_PERSIST_CHECK_ON_START),
 	        .alloc = &b->alloc,
 	        .log = store_log,
 	        .log_user = b,

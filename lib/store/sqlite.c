@@ -1240,7 +1240,7 @@ static bad_kind validate(opening *op, sqlite3 *db)
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return BAD_NEWER;
 	}
-	if (!fresh) {
+	if (!fresh && !op->o->skip_check) {
 		doing = "checking it";
 		sqlite3_stmt *q;
 		if ((rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &q, NULL)) !=

@@ -170,6 +170,7 @@ typedef struct mqbi_store_options {
 	mqbi_corrupt_mode on_corrupt;
 	uint32_t checkpoint_pages; /* WAL pages before an automatic checkpoint */
 	uint64_t max_file_bytes;   /* 0 = no limit: beyond it writes fail as on a full disk */
+	bool skip_check;           /* no integrity check of the whole file at open */
 	const mqb_allocator *alloc;
 	/* Where the backend reports what it did on its own (moved a file aside). */
 	void (*log)(void *user, mqb_log_level lvl, const char *text);

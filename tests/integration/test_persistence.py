@@ -722,6 +722,34 @@ class PersistenceTest(BrokerTest):
         with open(b.db, "rb") as f:
             self.assertEqual(f.read(), content, "refused file was changed")
 
+    def test_check_on_start_off(self):
+        """persistence.check_on_start = false: a healthy store restores as
+        usual, a file that is not ours is still refused (its header is always
+        read), and a truncated one gives an error, never a crash."""
+        off = {"persistence.check_on_start": "false"}
+        b = self.new_broker(off)
+        t = "pco/" + uid()
+        self.client().publish(t, b"kept", qos=1, retain=True)
+        self.restart(b)
+        c = self.client()
+        c.subscribe(t, 1)
+        self.assertEqual(c.wait_messages(1, timeout=SHORT)[0].payload, b"kept")
+        b = self.broker_with_file(list(self.CORRUPT.values())[0], off)
+        self.expect_refused(b, "cannot open the store", b.db)
+        b = self.new_broker(off)
+        self.truncated_database(b)
+        try:
+            b.start()
+        except RuntimeError:
+            pass  # refused at start: what open or load read was damaged
+        b.killed = True  # the exit status is checked here
+        log = b.run_log()
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, log)
+        if b.proc.poll() is None:
+            b.kill()  # started: the damage is in what load does not read
+        self.assertNotEqual(b.proc.wait(), -11, "crashed:\n" + log[-2000:])
+
     def test_truncated_database_moved_aside(self):
         b = self.new_broker({"persistence.on_corrupt": "move_aside"})
         cid, content = self.truncated_database(b)
