@@ -665,7 +665,7 @@ void mqbi_session_page_in(mqbi_session *s, mqbi_stored_delivery *d, uint32_t n,
 /* An in-flight delivery is done (acknowledged): removed, also from disk. */
 void mqbi_session_delivery_done(mqbi_session *s, mqbi_delivery *d);
 /* Journals an in-flight delivery's new state. */
-void mqbi_session_store_state(mqbi_session *s, mqbi_delivery *d);
+void mqbi_session_store_state(mqbi_session *s, const mqbi_delivery *d);
 /* Journals a subscription added or changed (removed = false) or removed. */
 void mqbi_session_store_sub(mqbi_session *s, const char *text, size_t len, bool removed);
 /* A held delivery's state is durable: send it (PUBLISH or PUBREL). */

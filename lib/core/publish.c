@@ -453,7 +453,7 @@ size_t mqbi_route_message(mqbi_worker *w, mqbi_msg *msg)
 /* The retained message on msg's topic, on disk ($SYS ones are made anew). */
 static void journal_retained(mqbi_worker *w, mqbi_msg *msg)
 {
-	if (msg->topic[0] == '$' && strncmp(msg->topic, "$SYS/", 5) == 0)
+	if (mqbi_topic_is_sys(msg->topic, msg->topic_len))
 		return;
 	mqbi_rec *r = mqbi_journal_add(
 	        w, msg->payload_len ? MQBI_REC_RETAIN_PUT : MQBI_REC_RETAIN_DEL, 0);
@@ -502,11 +502,17 @@ void mqbi_retain_store(mqb_broker *b, mqbi_msg *msg)
 
 /* ---- A client's PUBLISH and acknowledgements ----------------------------- */
 
-static void send_ack(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason)
+static mqbi_packet ack_packet(const mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason)
 {
 	mqbi_packet p = {.type = type};
 	p.u.ack.packet_id = id;
 	p.u.ack.reason = c->level == MQBI_V5 ? reason : 0;
+	return p;
+}
+
+static void send_ack(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason)
+{
+	mqbi_packet p = ack_packet(c, type, id, reason);
 	mqbi_client_send_packet(c, &p);
 }
 
@@ -514,7 +520,8 @@ static void send_ack(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reaso
  * journalled since `mark` is durable (journal.h). */
 static void ack_publish(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason, uint64_t mark)
 {
-	mqbi_journal_ack(c, (uint8_t)type, id, reason, mark);
+	mqbi_packet p = ack_packet(c, type, id, reason);
+	mqbi_journal_send(c, &p, mark);
 }
 
 static void ack_now(mqbi_client *c, mqbi_ptype type, uint16_t id, uint8_t reason)
@@ -599,7 +606,7 @@ void mqbi_handle_publish(mqbi_client *c, const mqbi_publish *p)
 		return mqbi_client_disconnect(c, MQBI_RC_TOPIC_NAME_INVALID, "invalid topic name");
 	if (lim->max_topic_levels && mqbi_topic_levels(topic, tlen) > lim->max_topic_levels)
 		return refuse_publish(c, p, MQBI_RC_TOPIC_NAME_INVALID, "too many topic levels");
-	if (tlen >= 5 && memcmp(topic, "$SYS/", 5) == 0)
+	if (mqbi_topic_is_sys(topic, tlen))
 		return refuse_publish(c, p, MQBI_RC_NOT_AUTHORIZED,
 		                      "clients may not publish to $SYS");
 

@@ -185,7 +185,7 @@ static void unstore(mqbi_session *s, mqbi_delivery *d)
 }
 
 /* An in-flight delivery's state (packet id, QoS 2 step) on disk. */
-static void store_state(mqbi_session *s, const mqbi_delivery *d)
+void mqbi_session_store_state(mqbi_session *s, const mqbi_delivery *d)
 {
 	if (!d->stored || !journalled(s))
 		return;
@@ -284,7 +284,7 @@ void mqbi_session_persist(mqbi_session *s)
 		if (d->state == MQBI_DS_DONE)
 			continue;
 		store_delivery(s, d);
-		store_state(s, d);
+		mqbi_session_store_state(s, d);
 	}
 	for (uint32_t i = 0; i < s->queue.count; i++) {
 		mqbi_delivery *d = &s->queue.items[(s->queue.head + i) & (s->queue.cap - 1)];
@@ -607,7 +607,7 @@ static bool start_flight(mqbi_session *s, mqbi_delivery *d)
 		/* After a crash it is resent with this packet id [MQTT-4.4.0-1].
 		 * QoS 2, exactly once: the client may keep this packet id only once
 		 * we will remember having sent it. */
-		store_state(s, slot);
+		mqbi_session_store_state(s, slot);
 		if (slot->qos == 2 && mqbi_journal_hold(s, slot, MQBI_PUBLISH))
 			return true;
 	}
@@ -639,11 +639,6 @@ void mqbi_session_delivery_done(mqbi_session *s, mqbi_delivery *d)
 {
 	unstore(s, d);
 	mqbi_session_inflight_remove(s, d);
-}
-
-void mqbi_session_store_state(mqbi_session *s, mqbi_delivery *d)
-{
-	store_state(s, d);
 }
 
 mqb_err mqbi_session_restore_inflight(mqbi_session *s, const mqbi_stored_delivery *sd)

@@ -179,7 +179,7 @@ void mqbi_handle_subscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	ack.u.suback.packet_id = sp->packet_id;
 	ack.u.suback.reasons.ptr = reasons;
 	ack.u.suback.reasons.len = sp->count;
-	mqbi_journal_send_ack(c, &ack, mark); /* once the subscriptions are durable */
+	mqbi_journal_send(c, &ack, mark); /* once the subscriptions are durable */
 
 	/* Retained messages follow the SUBACK (or, while it waits for the disk,
 	 * may come first, which MQTT allows). */
@@ -236,7 +236,7 @@ void mqbi_handle_unsubscribe(mqbi_client *c, const mqbi_subscribe *sp)
 	ack.u.suback.packet_id = sp->packet_id;
 	ack.u.suback.reasons.ptr = reasons;
 	ack.u.suback.reasons.len = sp->count;
-	mqbi_journal_send_ack(c, &ack, mark);
+	mqbi_journal_send(c, &ack, mark);
 	if (reasons != small)
 		mqbi_free(&b->alloc, reasons);
 }

@@ -132,10 +132,7 @@ void mqbi_sys_client_event(mqbi_client *c, bool connected)
 	int st = atomic_load(&b->state);
 	if (st == MQBI_BS_STOPPED || st == MQBI_BS_CREATED || !c->client_id)
 		return;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	unsigned long long ms =
-	        (unsigned long long)ts.tv_sec * 1000u + (unsigned long long)ts.tv_nsec / 1000000u;
+	unsigned long long ms = (unsigned long long)mqbi_wall_ms();
 	char json[1024];
 	size_t n = 0;
 	n += (size_t)snprintf(json + n, sizeof json - n, "{\"clientid\":");

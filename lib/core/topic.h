@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 /* A PUBLISH topic name: non-empty, no '+' or '#', no U+0000 (UTF-8 validity
  * is checked by the codec). */
@@ -15,6 +16,12 @@ bool mqbi_topic_filter_valid(const char *f, size_t len, unsigned max_levels);
 
 /* Number of levels ("a/b" = 2, "/" = 2, "a" = 1, "" = 0). */
 unsigned mqbi_topic_levels(const char *t, size_t len);
+
+/* True for the broker's own topics, "$SYS/...". */
+static inline bool mqbi_topic_is_sys(const char *t, size_t len)
+{
+	return len >= 5 && memcmp(t, "$SYS/", 5) == 0;
+}
 
 /* True if filter contains '+' or '#'. */
 bool mqbi_topic_has_wildcard(const char *f, size_t len);

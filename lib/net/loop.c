@@ -33,6 +33,13 @@ uint64_t mqbi_clock_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+int64_t mqbi_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static mqb_err wake_open(mqbi_loop *l)
 {
 #if MQBI_HAVE_EVENTFD

@@ -71,6 +71,9 @@ int mqbi_loop_timeout(mqbi_loop *l);
 uint64_t mqbi_loop_now(const mqbi_loop *l);
 /* Monotonic milliseconds, read from the clock now. */
 uint64_t mqbi_clock_ms(void);
+/* Wall-clock milliseconds since 1970 (for what must outlive the process:
+ * stored deadlines, event timestamps). */
+int64_t mqbi_wall_ms(void);
 
 /* Called once per iteration after all dispatching, before the loop waits:
  * where batched output is flushed. */

@@ -18,22 +18,8 @@
 
 enum { ITEM_CHUNK = 0, ITEM_READ };
 
-struct jpage;
-
-typedef struct jitem {
-	struct jitem *next;
-	uint8_t kind;
-	unsigned worker;
-	uint64_t no; /* ITEM_CHUNK: the worker's chunk number */
-	uint32_t n;
-	mqbi_rec *recs;
-	struct jpage *page; /* ITEM_READ: where the rows go */
-	uint64_t sid;
-} jitem;
-
 /* A page of a session's queue, on its way back to the session's worker. */
-typedef struct jpage jpage;
-struct jpage {
+typedef struct jpage {
 	mqbi_inbox_item item;
 	mqb_broker *b;
 	mqbi_session *s; /* a reference */
@@ -43,7 +29,18 @@ struct jpage {
 	uint64_t *skip; /* deliveries in flight when it was asked for */
 	uint32_t nskip;
 	bool failed;
-};
+} jpage;
+
+typedef struct jitem {
+	struct jitem *next;
+	uint8_t kind;
+	unsigned worker;
+	uint64_t no; /* ITEM_CHUNK: the worker's chunk number */
+	uint32_t n;
+	mqbi_rec *recs;
+	jpage *page; /* ITEM_READ: where the rows go */
+	uint64_t sid;
+} jitem;
 
 struct mqbi_journal {
 	mqb_broker *b;
@@ -222,44 +219,13 @@ static uint64_t last_no(const mqbi_worker *w)
 	return w->j.n ? w->j.open_no : w->j.open_no - 1;
 }
 
-static void send_ack_now(mqbi_client *c, uint8_t type, uint16_t id, uint8_t reason)
-{
-	mqbi_packet p = {.type = type};
-	p.u.ack.packet_id = id;
-	p.u.ack.reason = c->level == MQBI_V5 ? reason : 0;
-	mqbi_client_send_packet(c, &p);
-}
-
 static bool must_wait(const mqbi_journal *j)
 {
 	return j->sync == MQBI_SYNC_ALWAYS ||
 	       atomic_load_explicit(&j->backlog, memory_order_relaxed) > BACKLOG_HIGH;
 }
 
-void mqbi_journal_ack(mqbi_client *c, uint8_t type, uint16_t packet_id, uint8_t reason,
-                      uint64_t mark)
-{
-	mqbi_worker *w = c->w;
-	mqbi_journal *j = journal_of(w->broker);
-	bool wrote = j && w->j.appended != mark && must_wait(j);
-	if (!wrote && c->acks_waiting == 0) {
-		send_ack_now(c, type, packet_id, reason);
-		return;
-	}
-	/* Behind the client's earlier acknowledgements, if nothing else. */
-	mqbi_waiter x = {.no = wrote ? last_no(w) : 0,
-	                 .c = c,
-	                 .packet_id = packet_id,
-	                 .type = type,
-	                 .reason = reason};
-	if (c->acks_waiting == UINT16_MAX || !waiter_push(w, &x)) {
-		mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC); /* it resends after reconnecting */
-		return;
-	}
-	c->acks_waiting++;
-}
-
-void mqbi_journal_send_ack(mqbi_client *c, const mqbi_packet *p, uint64_t mark)
+void mqbi_journal_send(mqbi_client *c, const mqbi_packet *p, uint64_t mark)
 {
 	mqbi_worker *w = c->w;
 	mqbi_journal *j = journal_of(w->broker);
@@ -268,19 +234,24 @@ void mqbi_journal_send_ack(mqbi_client *c, const mqbi_packet *p, uint64_t mark)
 		mqbi_client_send_packet(c, p);
 		return;
 	}
-	/* A subscription the client is told about is one a crash keeps. */
-	mqbi_waiter x = {.no = wrote ? last_no(w) : 0,
-	                 .c = c,
-	                 .packet_id = p->u.suback.packet_id,
-	                 .type = (uint8_t)p->type,
-	                 .n_reasons = p->u.suback.reasons.len};
-	x.reasons = mqbi_malloc(&w->broker->alloc, x.n_reasons ? x.n_reasons : 1);
-	if (!x.reasons || c->acks_waiting == UINT16_MAX || !waiter_push(w, &x)) {
+	/* Behind the client's earlier acknowledgements, if nothing else. */
+	bool sub = p->type == MQBI_SUBACK || p->type == MQBI_UNSUBACK;
+	mqbi_waiter x = {.no = wrote ? last_no(w) : 0, .c = c, .type = (uint8_t)p->type};
+	if (sub) {
+		x.packet_id = p->u.suback.packet_id;
+		x.n_reasons = p->u.suback.reasons.len;
+		x.reasons = mqbi_malloc(&w->broker->alloc, x.n_reasons ? x.n_reasons : 1);
+		if (x.reasons)
+			memcpy(x.reasons, p->u.suback.reasons.ptr, x.n_reasons);
+	} else {
+		x.packet_id = p->u.ack.packet_id;
+		x.reason = p->u.ack.reason;
+	}
+	if ((sub && !x.reasons) || c->acks_waiting == UINT16_MAX || !waiter_push(w, &x)) {
 		mqbi_free(&w->broker->alloc, x.reasons);
-		mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC);
+		mqbi_client_close(c, MQBI_RC_IMPL_SPECIFIC); /* it resends after reconnecting */
 		return;
 	}
-	memcpy(x.reasons, p->u.suback.reasons.ptr, x.n_reasons);
 	c->acks_waiting++;
 }
 
@@ -313,16 +284,18 @@ void mqbi_journal_forget_client(mqbi_client *c)
 /* Sends what a durable chunk released. */
 static void release_waiter(mqbi_worker *w, mqbi_waiter *x)
 {
-	if (x->c && x->reasons) {
+	if (x->c) {
 		x->c->acks_waiting--;
 		mqbi_packet p = {.type = x->type};
-		p.u.suback.packet_id = x->packet_id;
-		p.u.suback.reasons.ptr = x->reasons;
-		p.u.suback.reasons.len = x->n_reasons;
+		if (x->reasons) {
+			p.u.suback.packet_id = x->packet_id;
+			p.u.suback.reasons.ptr = x->reasons;
+			p.u.suback.reasons.len = x->n_reasons;
+		} else {
+			p.u.ack.packet_id = x->packet_id;
+			p.u.ack.reason = x->reason;
+		}
 		mqbi_client_send_packet(x->c, &p);
-	} else if (x->c) {
-		x->c->acks_waiting--;
-		send_ack_now(x->c, x->type, x->packet_id, x->reason);
 	}
 	if (x->reasons || x->c) {
 		mqbi_free(&w->broker->alloc, x->reasons);
@@ -367,11 +340,6 @@ static void notify_run(mqbi_loop *l, mqbi_inbox_item *it)
 	mqbi_worker *w = mqbi_loop_data(l);
 	atomic_store(&w->j.notify_posted, false);
 	release_waiters(w, false);
-}
-
-static void notify_drop(mqbi_inbox_item *it)
-{
-	(void)it;
 }
 
 void mqbi_journal_worker_fini(mqbi_worker *w)
@@ -1015,7 +983,7 @@ mqb_err mqbi_journal_start(mqb_broker *b)
 		mqbi_worker *w = &b->workers[i];
 		w->j.open_no = 1;
 		w->j.notify.run = notify_run;
-		w->j.notify.drop = notify_drop;
+		w->j.notify.drop = NULL; /* nothing to free: it lives in the worker */
 	}
 	load_ctx lc = {.b = b, .now_wall = mqbi_wall_ms()};
 	mqbi_store_loader l = {&lc,        load_session,  load_sub, load_inflight,

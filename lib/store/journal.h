@@ -47,7 +47,7 @@ typedef struct mqbi_wjournal {
 	mqbi_rec *recs; /* the open chunk */
 	uint32_t n, cap;
 	uint64_t open_no;         /* number the open chunk gets (from 1) */
-	uint64_t appended;        /* records ever appended: marks for mqbi_journal_ack */
+	uint64_t appended;        /* records ever appended: marks for mqbi_journal_send */
 	_Atomic uint64_t durable; /* highest chunk number committed */
 	const void *last_msg;     /* the message of the open chunk's last MSG_PUT */
 	mqbi_waiter *waiters;     /* a ring, in order */
@@ -88,13 +88,11 @@ static inline uint64_t mqbi_journal_mark(const struct mqbi_wjournal *j)
 {
 	return j->appended;
 }
-/* Sends an acknowledgement (PUBACK, PUBREC, PUBCOMP) to c now, or when the
- * records appended since `mark` are durable (persistence.sync = always, or
- * the storage thread is behind); in order with c's earlier ones. */
-void mqbi_journal_ack(struct mqbi_client *c, uint8_t type, uint16_t packet_id, uint8_t reason,
-                      uint64_t mark);
-/* The same for a SUBACK or UNSUBACK (p's reason codes are copied). */
-void mqbi_journal_send_ack(struct mqbi_client *c, const mqbi_packet *p, uint64_t mark);
+/* Sends an acknowledgement (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK) to
+ * c now, or when the records appended since `mark` are durable
+ * (persistence.sync = always, or the storage thread is behind); in order
+ * with c's earlier ones. */
+void mqbi_journal_send(struct mqbi_client *c, const mqbi_packet *p, uint64_t mark);
 /* Whether a QoS 2 PUBLISH or PUBREL of a stored delivery must wait for its
  * state to be durable; if so, registers it and it is sent then. */
 bool mqbi_journal_hold(struct mqbi_session *s, struct mqbi_delivery *d, uint8_t type);

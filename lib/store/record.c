@@ -1,6 +1,5 @@
 /* Journal records and the conversion of messages to and from their stored
  * form, shared by every backend. */
-#include <time.h>
 
 #include "core/core.h"
 #include "store/store.h"
@@ -13,13 +12,6 @@ void mqbi_rec_release(const mqb_allocator *a, mqbi_rec *r)
 	r->msg = NULL;
 	r->text = NULL;
 	r->sub_ids = NULL;
-}
-
-int64_t mqbi_wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void mqbi_store_msg_fields(const mqbi_msg *m, mqbi_stored_msg *out)

@@ -183,13 +183,6 @@ typedef struct sq_store {
 
 /* ---- Helpers ------------------------------------------------------------ */
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Binds bytes as a blob; empty is a zero-length blob, never NULL, so that
  * length() and comparisons stay simple. */
 static int bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
@@ -779,7 +772,7 @@ static mqb_err load_cleanup(sq_store *s, counts *c)
 	                        &ex, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
-	sqlite3_bind_int64(ex, 1, wall_ms());
+	sqlite3_bind_int64(ex, 1, mqbi_wall_ms());
 	rc = sqlite3_step(ex);
 	sqlite3_finalize(ex);
 	if (rc != SQLITE_DONE)

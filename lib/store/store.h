@@ -86,8 +86,6 @@ typedef struct mqbi_stored_msg {
 void mqbi_store_msg_fields(const struct mqbi_msg *m, mqbi_stored_msg *out);
 /* A message rebuilt from stored fields (refs = 1); NULL when out of memory. */
 struct mqbi_msg *mqbi_store_msg_make(const mqb_allocator *a, const mqbi_stored_msg *f);
-/* Wall-clock time in ms (stored times survive a restart; loop time does not). */
-int64_t mqbi_wall_ms(void);
 /* Bytes a message counts against the disk budget. */
 uint64_t mqbi_store_msg_cost(const struct mqbi_msg *m);
 

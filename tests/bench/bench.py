@@ -40,6 +40,19 @@ def raise_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def save_report(out, name, report, md, quick):
+    """Writes <out>/<name>-<UTC stamp>[-quick].json and .md; returns both paths."""
+    os.makedirs(out, exist_ok=True)
+    stamp = datetime.datetime.utcnow().strftime('%Y%m%dT%H%M%SZ')
+    jp = os.path.join(out, '%s-%s%s.json' % (name, stamp, '-quick' if quick else ''))
+    mp = jp[:-5] + '.md'
+    with open(jp, 'w') as f:
+        json.dump(report, f, indent=1)
+    with open(mp, 'w') as f:
+        f.write(md)
+    return jp, mp
+
+
 def free_port():
     s = socket.socket()
     s.bind(('127.0.0.1', 0))
@@ -630,13 +643,7 @@ def main():
     lines.append('')
     lines.append('Elapsed: %.0f s' % report['elapsed_s'])
     md = '\n'.join(lines) + '\n'
-    stamp = datetime.datetime.utcnow().strftime('%Y%m%dT%H%M%SZ')
-    jp = os.path.join(a.out, 'bench-%s%s.json' % (stamp, '-quick' if q else ''))
-    mp = jp[:-5] + '.md'
-    with open(jp, 'w') as f:
-        json.dump(report, f, indent=1)
-    with open(mp, 'w') as f:
-        f.write(md)
+    jp, mp = save_report(a.out, 'bench', report, md, q)
     print(md)
     print('written: %s, %s' % (jp, mp))
     shutil.rmtree(workdir, ignore_errors=True)

@@ -16,7 +16,6 @@
 Usage: tests/bench/run-persistence.sh [--quick]"""
 import argparse
 import datetime
-import json
 import os
 import shutil
 import signal
@@ -50,12 +49,14 @@ def s2(kind, persist, cfg):
 
 # ---- a million stored messages ----
 
+# A few MQTT 3.1.1 packets by hand (tests/integration/mqtt_util.py needs
+# paho, which the benchmark does not).
 def mstr(s):
     b = s.encode()
     return struct.pack('>H', len(b)) + b
 
 
-def pkt(t, flags, body):
+def packet(t, flags, body):
     n, v = len(body), b''
     while True:
         d = n % 128
@@ -66,7 +67,7 @@ def pkt(t, flags, body):
     return bytes([(t << 4) | flags]) + v + body
 
 
-def read_pkt(s, buf):
+def read_packet(s, buf):
     while True:
         if len(buf) >= 2:
             n, mult, i = 0, 1, 1
@@ -89,12 +90,12 @@ def read_pkt(s, buf):
 def holder_connect(port, subscribe):
     """The holder session: clean session 0, QoS 1 on fill/#."""
     s = socket.create_connection(('127.0.0.1', port), timeout=30)
-    s.sendall(pkt(1, 0, mstr('MQTT') + bytes([4, 0, 0, 0]) + mstr('holder')))
-    h, body, rest = read_pkt(s, b'')
+    s.sendall(packet(1, 0, mstr('MQTT') + bytes([4, 0, 0, 0]) + mstr('holder')))
+    h, body, rest = read_packet(s, b'')
     assert h >> 4 == 2 and body[1] == 0, body
     if subscribe:
-        s.sendall(pkt(8, 2, struct.pack('>H', 1) + mstr('fill/#') + b'\x01'))
-        h, body, rest = read_pkt(s, rest)
+        s.sendall(packet(8, 2, struct.pack('>H', 1) + mstr('fill/#') + b'\x01'))
+        h, body, rest = read_packet(s, rest)
         assert h >> 4 == 9, h
     return s, rest
 
@@ -107,7 +108,7 @@ def drain(s, buf, want, timeout):
     s.settimeout(timeout)
     acks = []
     while got < want and time.time() - t0 < timeout:
-        h, body, buf = read_pkt(s, buf)
+        h, body, buf = read_packet(s, buf)
         if h >> 4 != 3:
             continue
         tl = struct.unpack('>H', body[:2])[0]
@@ -118,7 +119,7 @@ def drain(s, buf, want, timeout):
             ordered = False
         last[topic] = seq
         got += 1
-        acks.append(pkt(4, 0, pid))
+        acks.append(packet(4, 0, pid))
         if len(acks) >= 64:
             s.sendall(b''.join(acks))
             acks = []
@@ -294,13 +295,7 @@ def main():
         lines.append('')
     lines.append('Elapsed: %.0f s' % report['elapsed_s'])
     md = '\n'.join(lines) + '\n'
-    os.makedirs(a.out, exist_ok=True)
-    stamp = datetime.datetime.utcnow().strftime('%Y%m%dT%H%M%SZ')
-    jp = os.path.join(a.out, 'persistence-%s%s.json' % (stamp, '-quick' if q else ''))
-    with open(jp, 'w') as f:
-        json.dump(report, f, indent=1)
-    with open(jp[:-5] + '.md', 'w') as f:
-        f.write(md)
+    bench.save_report(a.out, 'persistence', report, md, q)
     print(md)
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -6,7 +6,6 @@ handshakes per second, full and resumed, for both. Broker pinned to CPU 0,
 load on CPU 1, as bench.py. Usage: tests/bench/run-transports.sh [--quick]"""
 import argparse
 import datetime
-import json
 import os
 import re
 import shutil
@@ -154,13 +153,7 @@ def main():
         lines.append('| %s | %s |' % (k, '%.0f' % v['rate'] if v['rate'] else 'n/a'))
     lines += ['', 'Elapsed: %.0f s' % report['elapsed_s']]
     md = '\n'.join(lines) + '\n'
-    os.makedirs(a.out, exist_ok=True)
-    stamp = datetime.datetime.utcnow().strftime('%Y%m%dT%H%M%SZ')
-    jp = os.path.join(a.out, 'transports-%s%s.json' % (stamp, '-quick' if q else ''))
-    with open(jp, 'w') as f:
-        json.dump(report, f, indent=1)
-    with open(jp[:-5] + '.md', 'w') as f:
-        f.write(md)
+    bench.save_report(a.out, 'transports', report, md, q)
     print(md)
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -28,6 +28,10 @@ _MOSQUITTO_KEYS = {
 }
 
 
+# What a sanitizer writes when it finds something.
+SANITIZER_MARKS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "ThreadSanitizer")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +39,12 @@ def free_port():
 
 
 class Broker:
-    """A broker process. Use as a context manager or call start()/stop()."""
+    """A broker process. Use as a context manager or call start()/stop().
+    It can be started again after kill() (SIGKILL) or terminate() (SIGTERM,
+    checked), on the same port and data directory; the log file accumulates,
+    run_log() is the current run's part."""
+
+    mark = 0  # where the current run's log starts
 
     def __init__(self, config=None, port=None):
         self.config = dict(config or {})
@@ -60,21 +69,34 @@ class Broker:
             for k, v in self.config.items():
                 f.write("%s = %s\n" % (k, v))
         # broker-cli persists by default: each broker in its own directory,
-        # kept when it is killed and started again (stop() removes it).
+        # kept across kill()/terminate() and start() (stop() removes it).
         return [BROKER_CLI, "-c", conf, "-p", str(self.port), "--log-level", "debug",
-                "--data-dir", os.path.join(self.dir, "data")]
+                "--data-dir", self.data_dir]
+
+    @property
+    def data_dir(self):
+        return os.path.join(self.dir, "data")
+
+    @property
+    def db(self):
+        return os.path.join(self.data_dir, "broker.db")
 
     def start(self, timeout=10.0):
+        self.killed = False  # judge this run's exit again
+        try:
+            self.mark = os.path.getsize(self.logpath)
+        except OSError:
+            self.mark = 0
         log = open(self.logpath, "ab")
         self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log)
         log.close()  # the child has its own descriptor
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("broker exited at start:\n" + self.log())
+                raise RuntimeError("broker exited at start:\n" + self.run_log())
             # Every listener is open once the start is logged (the default
             # TCP one may be open before a slower TLS one).
-            if REFERENCE != "mosquitto" and " started: node " not in self.log():
+            if REFERENCE != "mosquitto" and " started: node " not in self.run_log():
                 time.sleep(0.02)
                 continue
             try:
@@ -100,12 +122,32 @@ class Broker:
         code = self.proc.returncode
         if REFERENCE != "mosquitto" and not self.killed:
             log = self.log()
-            if code != 0 or "AddressSanitizer" in log or "runtime error:" in log:
+            if code != 0 or any(m in log for m in SANITIZER_MARKS):
                 # The directory (config, log) stays for a look.
                 raise AssertionError("broker exited with %s (files in %s):\n%s"
                                      % (code, self.dir, log[-4000:]))
         shutil.rmtree(self.dir, ignore_errors=True)
         return code
+
+    def terminate(self, timeout=10.0):
+        """SIGTERM, wait, and check a clean exit, keeping the directory (to
+        start again); returns the seconds the stop took."""
+        assert self.proc is not None and self.proc.poll() is None, "broker not running"
+        t0 = time.time()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("broker did not stop on SIGTERM within %.0fs:\n%s"
+                                 % (timeout, self.run_log()[-4000:]))
+        log = self.run_log()
+        if self.proc.returncode != 0 or any(m in log for m in SANITIZER_MARKS):
+            self.killed = True  # reported here, not again at cleanup
+            raise AssertionError("broker exited with %s after SIGTERM (files in %s):\n%s"
+                                 % (self.proc.returncode, self.dir, log[-4000:]))
+        return time.time() - t0
 
     def kill(self):
         self.killed = True
@@ -117,8 +159,14 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def log(self):
+        """Everything the broker logged, over all its runs."""
+        return self.run_log(0)
+
+    def run_log(self, start=None):
+        """What the current run logged."""
         try:
             with open(self.logpath, "rb") as f:
+                f.seek(self.mark if start is None else start)
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""

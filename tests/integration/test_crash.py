@@ -23,7 +23,7 @@ import time
 import unittest
 
 from harness import Broker
-from mqtt_util import mstr, packet, varint
+from mqtt_util import mstr, packet
 
 ROUNDS = int(os.environ.get("MQB_CRASH_ROUNDS", "12"))
 SEED = int(os.environ.get("MQB_CRASH_SEED", str(random.randrange(1 << 30))))
@@ -274,7 +274,6 @@ class CrashTest(unittest.TestCase):
             self.assertTrue(alive, "the broker went away by itself:\n" + broker.log()[-3000:])
             broker.kill()  # SIGKILL at a random point
             broker.proc.wait()
-            broker.killed = False
             for c in (online, offline, pub1, pub2, pubr):
                 c.close()
         # Last start: everyone back until the publishers are done and

@@ -5,94 +5,23 @@ and message expiry counted across the downtime; queues longer than the RAM
 window; corrupt databases; a full disk (persistence.max_file_size);
 persistence.enable = false; persistence.sync = batch / off.
 
-Every test runs its own broker (PBroker: the harness Broker, restartable on
-the same port and data directory, with the log of the current run apart)."""
+Every test runs its own broker (the harness Broker, restarted on the same
+port and data directory)."""
 import glob
 import os
 import re
-import signal
 import socket
 import sqlite3
-import subprocess
 import time
 import unittest
 
-from harness import Broker
+from harness import SANITIZER_MARKS, Broker
 from mqtt_util import (Closed, MQTTv5, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, REFERENCE,
                        SESSION_EXPIRY, SUBSCRIPTION_ID, USER_PROPERTY, MESSAGE_EXPIRY,
                        TIMEOUT, BrokerTest, PacketTypes, props, sub_opts, uid)
 
 # Short waits: these tests restart brokers many times.
 SHORT = min(TIMEOUT, 6.0)
-SANITIZER_MARKS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "ThreadSanitizer")
-
-
-class PBroker(Broker):
-    """A harness Broker that can be stopped and started again on the same
-    port and data directory. Broker.stop() removes the broker's directory
-    (and so the database), so a restart goes through terminate() (SIGTERM,
-    exit status and sanitizer checked, directory kept) or kill() (SIGKILL).
-    The log file accumulates; run_log() is the current run's part."""
-
-    mark = 0
-
-    def start(self, timeout=10.0):
-        self.killed = False  # judge this run's exit again
-        try:
-            self.mark = os.path.getsize(self.logpath)
-        except OSError:
-            self.mark = 0
-        log = open(self.logpath, "ab")
-        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log)
-        log.close()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("broker exited at start:\n" + self.run_log())
-            if " started: node " not in self.run_log():
-                time.sleep(0.02)
-                continue
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("broker did not listen within %.0fs" % timeout)
-
-    def run_log(self):
-        try:
-            with open(self.logpath, "rb") as f:
-                f.seek(self.mark)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def terminate(self, timeout=10.0):
-        """SIGTERM, wait, and check a clean exit; keeps the directory."""
-        assert self.proc is not None and self.proc.poll() is None, "broker not running"
-        t0 = time.time()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("broker did not stop on SIGTERM within %.0fs:\n%s"
-                                 % (timeout, self.run_log()[-4000:]))
-        log = self.run_log()
-        if self.proc.returncode != 0 or any(m in log for m in SANITIZER_MARKS):
-            self.killed = True  # reported here, not again at cleanup
-            raise AssertionError("broker exited with %s after SIGTERM (files in %s):\n%s"
-                                 % (self.proc.returncode, self.dir, log[-4000:]))
-        return time.time() - t0
-
-    @property
-    def data_dir(self):
-        return os.path.join(self.dir, "data")
-
-    @property
-    def db(self):
-        return os.path.join(self.data_dir, "broker.db")
 
 
 def seq(p):
@@ -142,7 +71,7 @@ class PersistenceTest(BrokerTest):
 
     # helpers ----------------------------------------------------------------
     def new_broker(self, config=None, start=True):
-        b = PBroker(config or {})
+        b = Broker(config or {})
         self.addCleanup(b.stop)
         self.port = b.port
         if start:
@@ -849,8 +778,8 @@ class PersistenceTest(BrokerTest):
         """overflow = refuse: once the stored bytes reach persistence.max_bytes,
         QoS 1 publishes are refused with 0x97 (MQTT 5) and nothing stored is
         lost; once the queue drains, publishes are accepted again."""
-        b = self.new_broker({"persistence.max_bytes": "200KB", "persistence.overflow": "refuse",
-                             "mqtt.max_mqueue_len": "0"})
+        self.new_broker({"persistence.max_bytes": "200KB", "persistence.overflow": "refuse",
+                         "mqtt.max_mqueue_len": "0"})
         t = "pbudget/" + uid()
         cid = self.offline_session(t, qos=1)
         r = self.raw()
