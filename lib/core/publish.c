@@ -358,6 +358,12 @@ static void post_xbatch(mqbi_worker *w, unsigned to, mqbi_xbatch *xb)
 void mqbi_worker_flush_outbox(mqbi_worker *w)
 {
 	mqb_broker *b = w->broker;
+	/* Every loop iteration ends here: take the shared lock only for work. */
+	bool any = w->j.n > 0;
+	for (unsigned i = 0; i < b->nworkers && !any; i++)
+		any = w->outbox[i] != NULL;
+	if (!any)
+		return;
 	mqbi_journal_lock(b);
 	mqbi_journal_flush_locked(w);
 	for (unsigned i = 0; i < b->nworkers; i++) {
